@@ -1,0 +1,164 @@
+"""Pure ASGI middleware (Starlette, FastAPI, any ASGI app).
+
+The session lives in ``scope["session"]``, so Starlette's ``request.session`` works as is.
+The store is read once, before the app runs, and only when the request carries a cookie
+shaped like one of our tokens; it is written once, when the response starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .config import SessionConfig
+from .engine import Engine, Outcome
+from .errors import StoreUnavailable
+from .manage import AsyncSessionManager
+from .session import Session
+from .stores import open_async_store
+from .stores.base import AsyncStore
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("session_mw")
+MANAGER_KEY = "session_mw.manager"
+UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
+
+
+class SessionMiddleware:
+    """Server-side sessions for an ASGI app.
+
+    ``app.add_middleware(SessionMiddleware, config=SessionConfig.from_env())``, or pass
+    settings as keywords (``store_url="redis://..."``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: SessionConfig | None = None,
+        *,
+        store: AsyncStore | None = None,
+        engine: Engine | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            config = SessionConfig(**settings)
+        elif settings:
+            config = config.replace(**settings)
+        self.app = app
+        self.config = config
+        self.engine = engine or Engine(config)
+        self.store = store if store is not None else open_async_store(config)
+        self._exclude = config.exclude_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if (kind != "http" and kind != "websocket") or (self._exclude and scope["path"].startswith(self._exclude)):
+            await self.app(scope, receive, send)
+            return
+        engine = self.engine
+        cookie: str | None = None
+        user_agent = ""
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                text = value.decode("latin-1")
+                cookie = text if cookie is None else f"{cookie}; {text}"
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        incoming = engine.begin(cookie)
+        record = None
+        if incoming.key is not None:
+            try:
+                record = await self.store.load(incoming.key, engine.touch())
+            except StoreUnavailable as exc:
+                await _unavailable(scope, send, self.config.retry_after, exc)
+                return
+        session = engine.open(incoming, record, user_agent)
+        scope["session"] = session
+        scope[MANAGER_KEY] = AsyncSessionManager(self.store, engine.touch, session, incoming.key if record else None)
+        if kind == "websocket":  # read-only: a websocket has no response to carry a cookie
+            await self.app(scope, receive, send)
+            return
+
+        replaced = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the app's own response was replaced by a 503
+            if message["type"] == "http.response.start":
+                outcome = engine.finish(incoming, session, message["status"])
+                try:
+                    applied = await self._apply(outcome)
+                except StoreUnavailable as exc:
+                    replaced = True
+                    await _unavailable(scope, send, self.config.retry_after, exc)
+                    return
+                extra = _response_headers(outcome, applied, message.get("headers", ()))
+                if extra:
+                    message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
+
+    async def _apply(self, outcome: Outcome) -> bool:
+        if outcome.delete is not None:
+            await self.store.delete(outcome.delete)
+        if outcome.write is not None:
+            return await self.store.write(outcome.write)
+        return True
+
+
+def _response_headers(outcome: Outcome, applied: bool, headers: Any) -> list[tuple[bytes, bytes]]:
+    if outcome.rules is None:
+        return []
+    vary: list[str] = []
+    has_cache_control = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"vary":
+            vary.append(value.decode("latin-1"))
+        elif lowered == b"cache-control":
+            has_cache_control = True
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in outcome.headers(applied, vary, has_cache_control)
+    ]
+
+
+async def _unavailable(scope: Scope, send: Send, retry_after: int, exc: Exception) -> None:
+    log.warning("session store unavailable: %s", exc)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1013, "reason": "session store unavailable"})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"retry-after", str(retry_after).encode()),
+                (b"cache-control", b"no-store"),
+                (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
+
+
+def session_manager(request: Any) -> AsyncSessionManager:
+    """The per-user session operations for this request (list, revoke, revoke_all)."""
+    scope = request.scope if hasattr(request, "scope") else request
+    try:
+        manager: AsyncSessionManager = scope[MANAGER_KEY]
+    except KeyError:
+        raise RuntimeError("session_mw.asgi.SessionMiddleware must be installed to manage sessions") from None
+    return manager
+
+
+__all__ = ["Session", "SessionMiddleware", "session_manager"]

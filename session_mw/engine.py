@@ -1,0 +1,253 @@
+"""The sans-IO core: every session rule, no I/O and no framework.
+
+An adapter (ASGI, WSGI, Flask) calls, per request:
+
+1. ``begin(cookie_header)``: which session, if any, to load;
+2. ``open(incoming, record, user_agent)``: the ``Session`` the app sees;
+3. ``finish(incoming, session, status)``: an ``Outcome`` naming what to write and delete;
+4. ``outcome.headers(applied, ...)``: the Set-Cookie / Vary / Cache-Control to add.
+
+Only steps 2-3 of the adapter touch the store, and only as the outcome says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .config import SessionConfig
+from .cookies import CookieRules
+from .errors import SessionError
+from .serializers import Serializer, default_serializer
+from .session import Session
+from .stores.base import Meta, Record, Touch, Write
+from .tokens import Digester, new_token
+
+security_log = logging.getLogger("session_mw.security")
+MAX_USER_AGENT = 256
+
+
+@dataclass(slots=True)
+class Incoming:
+    """What the request brought: a candidate token (never printed) and its store key."""
+
+    token: str | None = field(default=None, repr=False)
+    key: str | None = None
+    presented: bool = False
+    meta: Meta | None = None
+    dead_key: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.meta is not None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the engine decided at the end of a request."""
+
+    write: Write | None = None
+    delete: str | None = None
+    token: str | None = field(default=None, repr=False)
+    max_age: int | None = None
+    expire_cookie: bool = False
+    vary: bool = False
+    rules: CookieRules | None = field(default=None, repr=False)
+
+    def headers(
+        self, applied: bool = True, vary: Iterable[str] = (), has_cache_control: bool = False
+    ) -> list[tuple[str, str]]:
+        """Headers to add to the response; ``applied`` is what the store said of ``write``."""
+        out: list[tuple[str, str]] = []
+        rules = self.rules
+        if rules is not None:
+            if self.token is not None and applied:
+                out.append(("Set-Cookie", rules.set_cookie(self.token, self.max_age)))
+            elif self.expire_cookie or (self.write is not None and not applied):
+                out.append(("Set-Cookie", rules.expire_cookie()))
+        if self.vary and not any("cookie" in v.lower() or "*" in v for v in vary):
+            out.append(("Vary", "Cookie"))
+        if out and out[0][0] == "Set-Cookie" and not has_cache_control:
+            out.append(("Cache-Control", "no-store"))
+        return out
+
+
+NOTHING = Outcome()
+
+
+class Engine:
+    """The session rules of one ``SessionConfig``; shared by every adapter."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        serializer: Serializer | None = None,
+        session_class: type[Session] = Session,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.serializer = serializer or default_serializer()
+        self.session_class = session_class
+        self.cookies = CookieRules(config)
+        self.digest = Digester(config.digest_key)
+        self._touch_interval = float(config.effective_touch_interval)
+        self._idle = float(config.idle_timeout)
+        self._absolute = float(config.absolute_timeout)
+
+    def __repr__(self) -> str:
+        return f"Engine(cookie={self.cookies.name!r}, store_url=<hidden>)"
+
+    # -- request in ----------------------------------------------------------------
+
+    def begin(self, cookie_header: str | None) -> Incoming:
+        token, presented = self.cookies.read(cookie_header)
+        if token is None:
+            if presented:
+                security_log.info("malformed, oversized or duplicated session cookie ignored")
+            return Incoming(presented=presented)
+        return Incoming(token=token, key=self.digest(token), presented=True)
+
+    def touch(self) -> Touch:
+        return Touch(self.clock(), self._touch_interval, self._idle)
+
+    def open(self, incoming: Incoming, record: Record | None, user_agent: str = "") -> Session:
+        """The session the app sees, from what the store returned (None: no live session)."""
+        now = self.clock()
+        if record is not None:
+            meta = record.meta
+            if meta.last_seen + self._idle <= now or meta.absolute_deadline <= now:
+                incoming.dead_key = incoming.key
+                record = None
+            else:
+                try:
+                    loads = self.serializer.loads
+                    data = {k: loads(v) for k, v in record.data.items()}
+                except ValueError:
+                    security_log.error("stored session could not be decoded; starting a new one")
+                    record = None
+        if record is None:
+            if incoming.key is not None and incoming.dead_key is None:
+                security_log.info("unknown or expired session token presented")
+            return self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
+        incoming.meta = meta
+        touched = meta.last_seen + self._touch_interval <= now
+        return self.session_class(
+            data,
+            loaded=record.data,
+            new=False,
+            created_at=meta.created_at,
+            last_seen=now if touched else meta.last_seen,
+            user_id=meta.user_id,
+            remember=meta.remember,
+            user_agent=meta.user_agent,
+        )
+
+    # -- response out --------------------------------------------------------------
+
+    def finish(self, incoming: Incoming, session: Session | None, status: int = 200) -> Outcome:
+        """Decide what to write, delete and send, after the app has run."""
+        if session is None:
+            return NOTHING if not incoming.presented else Outcome(expire_cookie=True, rules=self.cookies)
+        out = Outcome(vary=session.accessed, rules=self.cookies, delete=incoming.dead_key)
+        if status >= 500:
+            return out
+        if session.invalidated or (incoming.live and not session.has_content):
+            if incoming.live:
+                out.delete = incoming.key
+            out.expire_cookie = incoming.presented
+            return out
+        if not incoming.live:
+            out.expire_cookie = incoming.presented
+            if session.has_content:
+                self._create(out, session, self._encode_all(session))
+            return out
+        assert incoming.meta is not None and incoming.key is not None
+        if session.regenerate_requested:
+            self._rotate(out, incoming, session)
+            return out
+        if not (session.accessed or session.meta_changed):
+            return out
+        changed, removed = self._diff(session)
+        if not (changed or removed or session.meta_changed):
+            return out
+        now = self.clock()
+        meta = self._meta(session, incoming.meta, now)
+        out.write = Write(
+            "update",
+            incoming.key,
+            meta,
+            self._ttl(meta, now),
+            set=changed,
+            delete=removed,
+            previous_user=incoming.meta.user_id,
+        )
+        if meta.remember != incoming.meta.remember:
+            out.token = incoming.token
+            out.max_age = self._max_age(meta, now)
+        return out
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _create(self, out: Outcome, session: Session, data: dict[str, bytes]) -> None:
+        now = self.clock()
+        meta = Meta(
+            created_at=now,
+            last_seen=now,
+            absolute_deadline=now + self._absolute,
+            user_id=session._user_id,
+            user_agent=session.user_agent,
+            remember=session.remember,
+        )
+        token = new_token(self.config.token_bytes)
+        out.write = Write("create", self.digest(token), meta, self._ttl(meta, now), set=data)
+        out.token = token
+        out.max_age = self._max_age(meta, now)
+        out.expire_cookie = False
+
+    def _rotate(self, out: Outcome, incoming: Incoming, session: Session) -> None:
+        assert incoming.meta is not None
+        old = incoming.meta
+        now = self.clock()
+        if session._user_id != old.user_id:
+            created, deadline = now, now + self._absolute  # a login starts a new lifetime
+        else:
+            created, deadline = old.created_at, old.absolute_deadline
+        meta = Meta(created, now, deadline, session._user_id, old.user_agent, session.remember)
+        token = new_token(self.config.token_bytes)
+        out.write = Write(
+            "rotate",
+            self.digest(token),
+            meta,
+            self._ttl(meta, now),
+            set=self._encode_all(session),
+            old_key=incoming.key,
+            previous_user=old.user_id,
+        )
+        out.token = token
+        out.max_age = self._max_age(meta, now)
+
+    def _meta(self, session: Session, old: Meta, now: float) -> Meta:
+        return Meta(old.created_at, now, old.absolute_deadline, session._user_id, old.user_agent, session.remember)
+
+    def _ttl(self, meta: Meta, now: float) -> float:
+        return min(self._idle, meta.absolute_deadline - now)
+
+    @staticmethod
+    def _max_age(meta: Meta, now: float) -> int | None:
+        return max(0, int(meta.absolute_deadline - now)) if meta.remember else None
+
+    def _encode_all(self, session: Session) -> dict[str, bytes]:
+        try:
+            return session.encoded(self.serializer.dumps)
+        except (TypeError, ValueError) as exc:
+            raise SessionError(f"a session value cannot be stored as JSON: {exc}") from None
+
+    def _diff(self, session: Session) -> tuple[dict[str, bytes], tuple[str, ...]]:
+        try:
+            return session.changes(self.serializer.dumps)
+        except (TypeError, ValueError) as exc:
+            raise SessionError(f"a session value cannot be stored as JSON: {exc}") from None

@@ -1,0 +1,28 @@
+"""One exception root, so an app can catch everything session_mw raises with one clause."""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class of every error session_mw raises."""
+
+
+class ConfigError(SessionError, ValueError):
+    """A setting is missing, malformed or unsafe; the message names the setting."""
+
+
+class StoreError(SessionError):
+    """The backing store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now; the request may be retried later.
+
+    ``status_hint`` is the HTTP status the middlewares answer with.
+    """
+
+    status_hint = 503
+
+
+class SessionConflict(SessionError):
+    """The session was changed or removed by another request while this one ran."""

@@ -1,0 +1,228 @@
+"""Session: the mapping the app sees.
+
+A real ``dict`` subclass, as Starlette's and Flask's sessions are, so it goes straight into
+``json.dumps``, ``JSONResponse`` and templates. Reads set ``accessed``, mutators set
+``modified``; what is actually saved is found by comparing each value's encoding with the
+one loaded, so ``session["cart"].append(x)`` is saved with no extra ceremony.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+_MISSING: Any = object()
+
+
+class Session(dict[str, Any]):
+    """The session of one request: its data plus the app's intents for it."""
+
+    __slots__ = (
+        "_invalidated",
+        "_loaded",
+        "_meta_changed",
+        "_regenerate",
+        "_remember",
+        "_user_id",
+        "accessed",
+        "created_at",
+        "last_seen",
+        "modified",
+        "new",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        loaded: Mapping[str, bytes] | None = None,
+        new: bool = True,
+        created_at: float = 0.0,
+        last_seen: float = 0.0,
+        user_id: str | None = None,
+        remember: bool = False,
+        user_agent: str = "",
+    ) -> None:
+        super().__init__(data or ())
+        self.accessed = False
+        self.modified = False
+        self.new = new
+        self.created_at = created_at
+        self.last_seen = last_seen
+        self.user_agent = user_agent
+        self._user_id = user_id
+        self._remember = remember
+        self._regenerate = False
+        self._invalidated = False
+        self._meta_changed = False
+        self._loaded: Mapping[str, bytes] = loaded or {}
+
+    # -- intents -------------------------------------------------------------------
+
+    def regenerate(self) -> None:
+        """Move the session to a new token at the end of this request; the old one dies.
+
+        Call it on login and on any change of privilege (session fixation defence).
+        """
+        self._regenerate = True
+        self.modified = True
+
+    def invalidate(self) -> None:
+        """Log out: drop every key, delete the session in the store, expire the cookie."""
+        dict.clear(self)
+        self._invalidated = True
+        self._user_id = None
+        self.modified = True
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this session belongs to (indexed, for "log out everywhere").
+
+        Setting a different user regenerates the session: a login never keeps the token
+        the browser had before it.
+        """
+        self.accessed = True
+        return self._user_id
+
+    @user_id.setter
+    def user_id(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise TypeError("user_id must be a str or None")
+        if value != self._user_id:
+            self._user_id = value
+            self._meta_changed = True
+            self.regenerate()
+
+    @property
+    def remember(self) -> bool:
+        """True: a persistent cookie (Max-Age up to the absolute timeout); False: until the browser closes."""
+        return self._remember
+
+    @remember.setter
+    def remember(self, value: bool) -> None:
+        if bool(value) != self._remember:
+            self._remember = bool(value)
+            self._meta_changed = True
+            self.modified = True
+
+    @property
+    def regenerate_requested(self) -> bool:
+        return self._regenerate
+
+    @property
+    def invalidated(self) -> bool:
+        return self._invalidated
+
+    # -- reads ---------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self.accessed = True
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self.accessed = True
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self.accessed = True
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        self.accessed = True
+        return dict(dict.items(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)}, user_id={self._user_id!r})"
+
+    # -- mutators ------------------------------------------------------------------
+
+    def _touched(self) -> None:
+        self.accessed = True
+        self.modified = True
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError("session keys must be str")
+        self._touched()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._touched()
+        dict.__delitem__(self, key)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        self._touched()
+        if default is _MISSING:
+            return dict.pop(self, key)
+        return dict.pop(self, key, default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._touched()
+        return dict.popitem(self)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._touched()
+        if not isinstance(key, str):
+            raise TypeError("session keys must be str")
+        return dict.setdefault(self, key, default)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        self._touched()
+        incoming = dict(other, **kwargs)
+        if any(not isinstance(k, str) for k in incoming):
+            raise TypeError("session keys must be str")
+        dict.update(self, incoming)
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        self._touched()
+        dict.clear(self)
+
+    # -- for the engine ------------------------------------------------------------
+
+    def changes(self, dumps: Any) -> tuple[dict[str, bytes], tuple[str, ...]]:
+        """Encodings of the keys that differ from what was loaded, and the keys removed."""
+        loaded = self._loaded
+        changed = {}
+        for key, value in dict.items(self):
+            encoded = dumps(value)
+            if loaded.get(key) != encoded:
+                changed[key] = encoded
+        removed = tuple(k for k in loaded if not dict.__contains__(self, k))
+        return changed, removed
+
+    def encoded(self, dumps: Any) -> dict[str, bytes]:
+        return {key: dumps(value) for key, value in dict.items(self)}
+
+    @property
+    def meta_changed(self) -> bool:
+        return self._meta_changed
+
+    @property
+    def has_content(self) -> bool:
+        """Worth storing: some data, or a user."""
+        return dict.__len__(self) > 0 or self._user_id is not None

@@ -1,0 +1,44 @@
+"""Store implementations, opened by URL. Backends import their drivers only when used."""
+
+from __future__ import annotations
+
+from ..config import SessionConfig
+from ..errors import ConfigError
+from .base import AsyncStore, Meta, Record, Store, Touch, Write
+
+__all__ = ["AsyncStore", "Meta", "Record", "Store", "Touch", "Write", "open_async_store", "open_store"]
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def open_store(config: SessionConfig) -> Store:
+    """The sync store named by ``config.store_url``."""
+    scheme = _scheme(config.store_url)
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore()
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+
+        return RedisStore.from_url(
+            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout
+        )
+    raise ConfigError(f"store_url scheme {scheme!r} is not supported by this version")
+
+
+def open_async_store(config: SessionConfig) -> AsyncStore:
+    """The asyncio store named by ``config.store_url``."""
+    scheme = _scheme(config.store_url)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import AsyncRedisStore
+
+        return AsyncRedisStore.from_url(
+            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout
+        )
+    from .threaded import AsyncFromSync
+
+    sync = open_store(config)
+    return AsyncFromSync(sync, offload=scheme != "memory")
