@@ -1,6 +1,6 @@
 """session_mw: server-side sessions for ASGI and WSGI apps, secure by default."""
 
-from .asgi import SessionMiddleware, session_manager
+from .asgi import SessionMiddleware, session_manager, session_of
 from .config import SessionConfig
 from .engine import Engine
 from .errors import ConfigError, SessionConflict, SessionError, StoreError, StoreUnavailable
@@ -21,5 +21,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "session_manager",
+    "session_of",
 ]
 __version__ = "0.1.0"

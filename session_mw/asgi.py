@@ -19,10 +19,11 @@ from .session import Session
 from .stores import open_async_store
 from .stores.base import AsyncStore
 
-Scope = MutableMapping[str, Any]
+# As permissive as Starlette's own middleware types, so add_middleware() type-checks.
+Scope = Any
 Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("session_mw")
@@ -33,8 +34,8 @@ UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
 class SessionMiddleware:
     """Server-side sessions for an ASGI app.
 
-    ``app.add_middleware(SessionMiddleware, config=SessionConfig.from_env())``, or pass
-    settings as keywords (``store_url="redis://..."``).
+    ``app.add_middleware(SessionMiddleware, config=SessionConfig.from_env())``; ``store``
+    and ``engine`` replace the ones built from ``config`` (tests, custom stores).
     """
 
     def __init__(
@@ -44,12 +45,8 @@ class SessionMiddleware:
         *,
         store: AsyncStore | None = None,
         engine: Engine | None = None,
-        **settings: Any,
     ) -> None:
-        if config is None:
-            config = SessionConfig(**settings)
-        elif settings:
-            config = config.replace(**settings)
+        config = config or SessionConfig()
         self.app = app
         self.config = config
         self.engine = engine or Engine(config)
@@ -149,6 +146,15 @@ async def _unavailable(scope: Scope, send: Send, retry_after: int, exc: Exceptio
         }
     )
     await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
+
+
+def session_of(request: Any) -> Session:
+    """``request.session`` typed as our ``Session`` (Starlette types it as a plain dict)."""
+    scope = request.scope if hasattr(request, "scope") else request
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError("session_mw.asgi.SessionMiddleware must be installed to use the session")
+    return session
 
 
 def session_manager(request: Any) -> AsyncSessionManager:

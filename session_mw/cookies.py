@@ -38,9 +38,7 @@ class CookieRules:
         if len(header) > MAX_COOKIE_HEADER:
             return None, True
         values = parse_cookie(header).getlist(self.name)
-        if not values:
-            return None, False
-        if len(values) != 1:
+        if len(values) != 1:  # unparsable (none found despite the name) or duplicated
             return None, True
         value = values[0]
         if len(value) > MAX_COOKIE_VALUE or not is_well_formed(value, self._token_length):

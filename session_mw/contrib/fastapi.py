@@ -1,0 +1,37 @@
+"""FastAPI dependencies: the typed session and the per-user session manager.
+
+    from session_mw.contrib.fastapi import CurrentSession, SessionControl
+
+    @app.post("/login")
+    async def login(session: CurrentSession) -> dict[str, bool]:
+        session.user_id = "alice"   # regenerates the session id
+        return {"ok": True}
+
+Settings: ``SessionConfig.from_env()``, or from a pydantic-settings object whose fields use
+the same names (``session_mw_idle_timeout: int = 1800``) with
+``SessionConfig.from_mapping(settings.model_dump())``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..asgi import session_manager, session_of
+from ..manage import AsyncSessionManager
+from ..session import Session
+
+
+def get_session(request: Request) -> Session:
+    return session_of(request)
+
+
+def get_session_manager(request: Request) -> AsyncSessionManager:
+    return session_manager(request)
+
+
+CurrentSession = Annotated[Session, Depends(get_session)]
+SessionControl = Annotated[AsyncSessionManager, Depends(get_session_manager)]
+
+__all__ = ["CurrentSession", "SessionControl", "get_session", "get_session_manager"]
