@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import SessionConfig
-from .engine import Engine, Outcome
+from .engine import UNAVAILABLE_BODY, Engine, Outcome, unavailable_headers
 from .errors import StoreUnavailable
 from .manage import AsyncSessionManager
 from .session import Session
@@ -28,7 +28,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("session_mw")
 MANAGER_KEY = "session_mw.manager"
-UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
 
 
 class SessionMiddleware:
@@ -73,11 +72,11 @@ class SessionMiddleware:
             try:
                 record = await self.store.load(incoming.key, engine.touch())
             except StoreUnavailable as exc:
-                await _unavailable(scope, send, self.config.retry_after, exc)
+                await self._unavailable(scope, send, exc)
                 return
         session = engine.open(incoming, record, user_agent)
         scope["session"] = session
-        scope[MANAGER_KEY] = AsyncSessionManager(self.store, engine.touch, session, incoming.key if record else None)
+        scope[MANAGER_KEY] = AsyncSessionManager(self.store, engine.touch, session, incoming)
         if kind == "websocket":  # read-only: a websocket has no response to carry a cookie
             await self.app(scope, receive, send)
             return
@@ -94,11 +93,14 @@ class SessionMiddleware:
                     applied = await self._apply(outcome)
                 except StoreUnavailable as exc:
                     replaced = True
-                    await _unavailable(scope, send, self.config.retry_after, exc)
+                    await self._unavailable(scope, send, exc)
                     return
-                extra = _response_headers(outcome, applied, message.get("headers", ()))
-                if extra:
-                    message["headers"] = [*message.get("headers", ()), *extra]
+                if outcome.rules is not None:
+                    headers = message.get("headers", [])
+                    existing = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+                    extra = outcome.headers(applied, existing)
+                    if extra:
+                        message["headers"] = [*headers, *((n.lower().encode(), v.encode("latin-1")) for n, v in extra)]
             await send(message)
 
         await self.app(scope, receive, send_with_session)
@@ -110,42 +112,14 @@ class SessionMiddleware:
             return await self.store.write(outcome.write)
         return True
 
-
-def _response_headers(outcome: Outcome, applied: bool, headers: Any) -> list[tuple[bytes, bytes]]:
-    if outcome.rules is None:
-        return []
-    vary: list[str] = []
-    has_cache_control = False
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"vary":
-            vary.append(value.decode("latin-1"))
-        elif lowered == b"cache-control":
-            has_cache_control = True
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in outcome.headers(applied, vary, has_cache_control)
-    ]
-
-
-async def _unavailable(scope: Scope, send: Send, retry_after: int, exc: Exception) -> None:
-    log.warning("session store unavailable: %s", exc)
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1013, "reason": "session store unavailable"})
-        return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"retry-after", str(retry_after).encode()),
-                (b"cache-control", b"no-store"),
-                (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
+    async def _unavailable(self, scope: Scope, send: Send, exc: Exception) -> None:
+        log.warning("session store unavailable: %s", exc)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013, "reason": "session store unavailable"})
+            return
+        headers = [(n.lower().encode(), v.encode()) for n, v in unavailable_headers(self.config)]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
 
 
 def session_of(request: Any) -> Session:

@@ -56,17 +56,26 @@ class Outcome:
     vary: bool = False
     rules: CookieRules | None = field(default=None, repr=False)
 
-    def headers(
-        self, applied: bool = True, vary: Iterable[str] = (), has_cache_control: bool = False
-    ) -> list[tuple[str, str]]:
-        """Headers to add to the response; ``applied`` is what the store said of ``write``."""
+    def headers(self, applied: bool = True, existing: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+        """Headers to add to a response that already has ``existing``.
+
+        ``applied`` is what the store said of ``write`` (False: the session was gone).
+        """
         out: list[tuple[str, str]] = []
-        rules = self.rules
-        if rules is not None:
-            if self.token is not None and applied:
-                out.append(("Set-Cookie", rules.set_cookie(self.token, self.max_age)))
-            elif self.expire_cookie or (self.write is not None and not applied):
-                out.append(("Set-Cookie", rules.expire_cookie()))
+        if self.rules is None:
+            return out
+        vary: list[str] = []
+        has_cache_control = False
+        for name, value in existing:
+            lowered = name.lower()
+            if lowered == "vary":
+                vary.append(value)
+            elif lowered == "cache-control":
+                has_cache_control = True
+        if self.token is not None and applied:
+            out.append(("Set-Cookie", self.rules.set_cookie(self.token, self.max_age)))
+        elif self.expire_cookie or (self.write is not None and not applied):
+            out.append(("Set-Cookie", self.rules.expire_cookie()))
         if self.vary and not any("cookie" in v.lower() or "*" in v for v in vary):
             out.append(("Vary", "Cookie"))
         if out and out[0][0] == "Set-Cookie" and not has_cache_control:
@@ -75,6 +84,17 @@ class Outcome:
 
 
 NOTHING = Outcome()
+UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
+
+
+def unavailable_headers(config: SessionConfig) -> list[tuple[str, str]]:
+    """Headers of the 503 both doors send when the store cannot be reached."""
+    return [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Retry-After", str(config.retry_after)),
+        ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(UNAVAILABLE_BODY))),
+    ]
 
 
 class Engine:
@@ -117,6 +137,21 @@ class Engine:
     def open(self, incoming: Incoming, record: Record | None, user_agent: str = "") -> Session:
         """The session the app sees, from what the store returned (None: no live session)."""
         now = self.clock()
+        session = self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
+        self._fill(session, incoming, record)
+        return session
+
+    def lazy(self, incoming: Incoming, user_agent: str, load: Callable[[str, Touch], Record | None]) -> Session:
+        """A session that calls ``load`` only when the app first uses it (sync doors)."""
+        now = self.clock()
+        session = self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
+        key = incoming.key
+        if key is not None:
+            session.defer(lambda s: self._fill(s, incoming, load(key, self.touch())))
+        return session
+
+    def _fill(self, session: Session, incoming: Incoming, record: Record | None) -> None:
+        now = self.clock()
         if record is not None:
             meta = record.meta
             if meta.last_seen + self._idle <= now or meta.absolute_deadline <= now:
@@ -132,26 +167,31 @@ class Engine:
         if record is None:
             if incoming.key is not None and incoming.dead_key is None:
                 security_log.info("unknown or expired session token presented")
-            return self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
+            return
         incoming.meta = meta
         touched = meta.last_seen + self._touch_interval <= now
-        return self.session_class(
-            data,
-            loaded=record.data,
-            new=False,
-            created_at=meta.created_at,
-            last_seen=now if touched else meta.last_seen,
-            user_id=meta.user_id,
-            remember=meta.remember,
-            user_agent=meta.user_agent,
+        session._fill(
+            data, record.data, meta.created_at, now if touched else meta.last_seen, meta.user_id, meta.remember
         )
 
     # -- response out --------------------------------------------------------------
 
     def finish(self, incoming: Incoming, session: Session | None, status: int = 200) -> Outcome:
-        """Decide what to write, delete and send, after the app has run."""
+        """Decide what to write, delete and send, after the app has run.
+
+        Returns ``NOTHING`` (whose ``rules`` is None) when there is nothing to do at all, so
+        the doors can skip looking at the response headers.
+        """
+        out = self._decide(incoming, session, status)
+        if out.write is None and out.delete is None and not (out.expire_cookie or out.vary):
+            return NOTHING
+        return out
+
+    def _decide(self, incoming: Incoming, session: Session | None, status: int) -> Outcome:
         if session is None:
             return NOTHING if not incoming.presented else Outcome(expire_cookie=True, rules=self.cookies)
+        if session.pending:  # never used, never loaded: nothing to say about it
+            return NOTHING
         out = Outcome(vary=session.accessed, rules=self.cookies, delete=incoming.dead_key)
         if status >= 500:
             return out
@@ -216,7 +256,7 @@ class Engine:
             created, deadline = now, now + self._absolute  # a login starts a new lifetime
         else:
             created, deadline = old.created_at, old.absolute_deadline
-        meta = Meta(created, now, deadline, session._user_id, old.user_agent, session.remember)
+        meta = Meta(created, now, deadline, session._user_id, session.user_agent or old.user_agent, session.remember)
         token = new_token(self.config.token_bytes)
         out.write = Write(
             "rotate",

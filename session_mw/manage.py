@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .engine import Incoming
 from .session import Session
 from .stores.base import AsyncStore, Meta, Store, Touch
 
@@ -56,17 +57,24 @@ def live_infos(rows: list[tuple[str, Meta]], touch: Touch, current_key: str | No
 
 
 class _Bound:
-    """What every manager knows: the request's session, its store key and the clock."""
+    """What every manager knows: the clock, and the request's session and what it came with."""
 
-    def __init__(self, touch: Any, session: Session | None = None, current_key: str | None = None) -> None:
+    def __init__(self, touch: Any, session: Session | None = None, incoming: Incoming | None = None) -> None:
         self._touch = touch
         self._session = session
-        self._current_key = current_key
+        self._incoming = incoming
+
+    @property
+    def _current_key(self) -> str | None:
+        if self._session is None or self._incoming is None:
+            return None
+        self._session._use()  # a lazy session must be loaded to know whether it is live
+        return self._incoming.key if self._incoming.live else None
 
     def _user(self, user_id: str | None) -> str | None:
         if user_id is not None:
             return user_id
-        return self._session._user_id if self._session is not None else None
+        return self._session.user_id if self._session is not None else None
 
     def _end_current(self, digests: list[str]) -> None:
         if self._session is not None and self._current_key in digests:
@@ -77,9 +85,9 @@ class SessionManager(_Bound):
     """Sync per-user operations; ``user_id=None`` means the current session's user."""
 
     def __init__(
-        self, store: Store, touch: Any, session: Session | None = None, current_key: str | None = None
+        self, store: Store, touch: Any, session: Session | None = None, incoming: Incoming | None = None
     ) -> None:
-        super().__init__(touch, session, current_key)
+        super().__init__(touch, session, incoming)
         self.store = store
 
     def list(self, user_id: str | None = None) -> list[SessionInfo]:
@@ -102,9 +110,9 @@ class AsyncSessionManager(_Bound):
     """The asyncio face of ``SessionManager``."""
 
     def __init__(
-        self, store: AsyncStore, touch: Any, session: Session | None = None, current_key: str | None = None
+        self, store: AsyncStore, touch: Any, session: Session | None = None, incoming: Incoming | None = None
     ) -> None:
-        super().__init__(touch, session, current_key)
+        super().__init__(touch, session, incoming)
         self.store = store
 
     async def list(self, user_id: str | None = None) -> list[SessionInfo]:

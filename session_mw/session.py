@@ -8,7 +8,7 @@ one loaded, so ``session["cart"].append(x)`` is saved with no extra ceremony.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 _MISSING: Any = object()
@@ -18,17 +18,18 @@ class Session(dict[str, Any]):
     """The session of one request: its data plus the app's intents for it."""
 
     __slots__ = (
+        "_created_at",
         "_invalidated",
+        "_last_seen",
         "_loaded",
+        "_loader",
         "_meta_changed",
+        "_new",
         "_regenerate",
         "_remember",
         "_user_id",
         "accessed",
-        "created_at",
-        "last_seen",
         "modified",
-        "new",
         "user_agent",
     )
 
@@ -47,9 +48,9 @@ class Session(dict[str, Any]):
         super().__init__(data or ())
         self.accessed = False
         self.modified = False
-        self.new = new
-        self.created_at = created_at
-        self.last_seen = last_seen
+        self._new = new
+        self._created_at = created_at
+        self._last_seen = last_seen
         self.user_agent = user_agent
         self._user_id = user_id
         self._remember = remember
@@ -57,6 +58,63 @@ class Session(dict[str, Any]):
         self._invalidated = False
         self._meta_changed = False
         self._loaded: Mapping[str, bytes] = loaded or {}
+        self._loader: Callable[[Session], None] | None = None
+
+    def _use(self) -> None:
+        """Every read and write passes here: mark the session used, and load it on first use."""
+        self.accessed = True
+        loader = self._loader
+        if loader is not None:
+            self._loader = None
+            loader(self)
+
+    def defer(self, loader: Callable[[Session], None]) -> None:
+        """Load lazily: ``loader`` fills this session the first time the app uses it."""
+        self._loader = loader
+
+    @property
+    def pending(self) -> bool:
+        """True while a deferred session has not been used (and so not loaded)."""
+        return self._loader is not None
+
+    def _fill(
+        self,
+        data: Mapping[str, Any],
+        loaded: Mapping[str, bytes],
+        created_at: float,
+        last_seen: float,
+        user_id: str | None,
+        remember: bool,
+    ) -> None:
+        dict.update(self, data)
+        self._loaded = loaded
+        self._new = False
+        self._created_at = created_at
+        self._last_seen = last_seen
+        self._user_id = user_id
+        self._remember = remember
+
+    @property
+    def new(self) -> bool:
+        """True when no stored session came with the request (Flask's meaning)."""
+        self._use()
+        return self._new
+
+    @new.setter
+    def new(self, value: bool) -> None:
+        self._new = value
+
+    @property
+    def created_at(self) -> float:
+        """When the session (or its current login) began, in seconds since the epoch."""
+        self._use()
+        return self._created_at
+
+    @property
+    def last_seen(self) -> float:
+        """The last request that refreshed the idle expiry, in seconds since the epoch."""
+        self._use()
+        return self._last_seen
 
     # -- intents -------------------------------------------------------------------
 
@@ -65,11 +123,13 @@ class Session(dict[str, Any]):
 
         Call it on login and on any change of privilege (session fixation defence).
         """
+        self._use()
         self._regenerate = True
         self.modified = True
 
     def invalidate(self) -> None:
         """Log out: drop every key, delete the session in the store, expire the cookie."""
+        self._use()
         dict.clear(self)
         self._invalidated = True
         self._user_id = None
@@ -82,13 +142,16 @@ class Session(dict[str, Any]):
         Setting a different user regenerates the session: a login never keeps the token
         the browser had before it.
         """
-        self.accessed = True
+        self._use()
         return self._user_id
 
     @user_id.setter
     def user_id(self, value: str | None) -> None:
         if value is not None and not isinstance(value, str):
             raise TypeError("user_id must be a str or None")
+        self._use()
+        if value == "":
+            value = None
         if value != self._user_id:
             self._user_id = value
             self._meta_changed = True
@@ -97,10 +160,12 @@ class Session(dict[str, Any]):
     @property
     def remember(self) -> bool:
         """True: a persistent cookie (Max-Age up to the absolute timeout); False: until the browser closes."""
+        self._use()
         return self._remember
 
     @remember.setter
     def remember(self, value: bool) -> None:
+        self._use()
         if bool(value) != self._remember:
             self._remember = bool(value)
             self._meta_changed = True
@@ -117,39 +182,39 @@ class Session(dict[str, Any]):
     # -- reads ---------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        self.accessed = True
+        self._use()
         return dict.__getitem__(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        self.accessed = True
+        self._use()
         return dict.get(self, key, default)
 
     def __contains__(self, key: object) -> bool:
-        self.accessed = True
+        self._use()
         return dict.__contains__(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        self.accessed = True
+        self._use()
         return dict.__iter__(self)
 
     def __len__(self) -> int:
-        self.accessed = True
+        self._use()
         return dict.__len__(self)
 
     def keys(self) -> Any:
-        self.accessed = True
+        self._use()
         return dict.keys(self)
 
     def values(self) -> Any:
-        self.accessed = True
+        self._use()
         return dict.values(self)
 
     def items(self) -> Any:
-        self.accessed = True
+        self._use()
         return dict.items(self)
 
     def copy(self) -> dict[str, Any]:
-        self.accessed = True
+        self._use()
         return dict(dict.items(self))
 
     def __repr__(self) -> str:
@@ -158,7 +223,7 @@ class Session(dict[str, Any]):
     # -- mutators ------------------------------------------------------------------
 
     def _touched(self) -> None:
-        self.accessed = True
+        self._use()
         self.modified = True
 
     def __setitem__(self, key: str, value: Any) -> None:

@@ -131,8 +131,15 @@ class StoreContract:
     def test_rotate_moves_everything_and_kills_the_old_key(self, store: Store) -> None:
         old = create(store, _digest(1), {"cart": b"[1]"}, user="alice")
         new_meta = meta(user="alice", created_at=old.created_at)
-        op = Write("rotate", _digest(2), new_meta, IDLE, set={"cart": b"[1]", "x": b"2"},
-                   old_key=_digest(1), previous_user="alice")
+        op = Write(
+            "rotate",
+            _digest(2),
+            new_meta,
+            IDLE,
+            set={"cart": b"[1]", "x": b"2"},
+            old_key=_digest(1),
+            previous_user="alice",
+        )
         assert store.write(op) is True
         assert store.load(_digest(1), touch()) is None
         record = store.load(_digest(2), touch())

@@ -1,0 +1,232 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "werkzeug>=3.0",
+#     "fastapi>=0.110",
+#     "uvicorn>=0.29",
+#     "jinja2>=3.1",
+#     "python-multipart>=0.0.9",
+#     "redis>=5.0",
+# ]
+# ///
+"""A small fruit shop on FastAPI with server-side sessions from session_mw.
+
+Run it from the repository root (session_mw itself is imported from the checkout)::
+
+    SESSION_MW_COOKIE_SECURE=false python -m uvicorn examples.fastapi_app:app --host 127.0.0.1 --port 8000
+    SESSION_MW_COOKIE_SECURE=false uv run examples/fastapi_app.py          # same, port from $PORT or 8000
+
+then open http://127.0.0.1:8000/ and sign in as ``alice`` / ``wonderland`` or ``bob`` / ``builder``.
+``SESSION_MW_COOKIE_SECURE=false`` is only for plain-http development: in production keep
+the default (``true``) and serve over HTTPS.
+
+Settings come from ``SESSION_MW_*`` environment variables (see ``SessionConfig``), e.g.::
+
+    SESSION_MW_STORE_URL=redis://127.0.0.1:6379/0 python -m uvicorn examples.fastapi_app:app --workers 2
+    SESSION_MW_IDLE_TIMEOUT=600 SESSION_MW_ABSOLUTE_TIMEOUT=3600 ...
+
+Routes (the same as the Flask example's):
+
+* ``GET /``: the shop page; a login form, or the account panel with the active sessions.
+* ``POST /login`` (form ``username``, ``password``), ``POST /logout``.
+* ``GET /api/me``; ``GET|POST /api/cart`` (JSON ``{"item": "apple"}``, works anonymously).
+* ``GET /api/sessions``, ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
+
+Cross-site request forgery: the session cookie is ``SameSite=Lax`` (session_mw's default),
+so browsers do not send it with cross-site POSTs; the JSON routes also insist on a JSON
+content type, which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if not __package__:  # run as a script: make `examples` and the checkout's `session_mw` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from examples.shop_common import (
+    MAX_CART_ITEMS,
+    MAX_JSON_BODY,
+    InvalidItem,
+    cart_items,
+    check_password,
+    new_nonce,
+    page_headers,
+    render_home,
+    validate_item,
+)
+from session_mw import Session, SessionConfig, SessionMiddleware, StoreUnavailable, session_manager
+from session_mw.stores.base import AsyncStore
+
+NOT_LOGGED_IN = {"error": "not logged in"}
+
+
+class ApiError(Exception):
+    """A client error on a JSON route; answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _session(request: Request) -> Session:
+    """``request.session``, typed as session_mw's ``Session`` (Starlette types it as a dict)."""
+    session = request.session
+    if not isinstance(session, Session):
+        raise RuntimeError("session_mw.SessionMiddleware must be installed")
+    return session
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body, or an ``ApiError`` (never a 500) for anything else."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+async def _home_page(request: Request, *, status: int = 200, error: str | None = None, username: str = "") -> Response:
+    session = _session(request)
+    user = session.user_id
+    sessions = [info.as_dict() for info in await session_manager(request).list()] if user else []
+    nonce = new_nonce()
+    html = render_home(
+        user=user,
+        cart=cart_items(session.get("cart")),  # .get: reading must not create a session
+        sessions=sessions,
+        elevated="elevated_at" in session,
+        error=error,
+        username=username,
+        nonce=nonce,
+    )
+    return HTMLResponse(html, status_code=status, headers=page_headers(nonce))
+
+
+def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None = None) -> FastAPI:
+    """The shop, with session settings from ``config`` (default: the ``SESSION_MW_*`` environment)."""
+    config = config if config is not None else SessionConfig.from_env()
+    app = FastAPI(title="The Little Fruit Shop", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SessionMiddleware, config=config, store=store)
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
+        # The middleware answers 503 itself when loading or saving fails; this covers the
+        # store calls a handler makes (listing or revoking sessions).
+        return PlainTextResponse(
+            "Session store unavailable; please retry shortly.\n",
+            status_code=503,
+            headers={"Retry-After": str(config.retry_after), "Cache-Control": "no-store"},
+        )
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
+
+    @app.get("/")
+    async def home(request: Request) -> Response:
+        return await _home_page(request)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        async with request.form(max_files=0, max_fields=10) as form:
+            username, password = form.get("username"), form.get("password")
+        if not (isinstance(username, str) and isinstance(password, str) and check_password(username, password)):
+            shown = username if isinstance(username, str) else ""
+            return await _home_page(request, status=401, error="Wrong username or password.", username=shown)
+        session = _session(request)
+        session.user_id = username  # a new owner: session_mw moves the session to a new ID
+        if "elevated_at" in session:
+            del session["elevated_at"]
+        return RedirectResponse("/", status_code=303)
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        _session(request).invalidate()
+        return RedirectResponse("/", status_code=303)
+
+    @app.get("/api/me")
+    async def me(request: Request) -> Response:
+        user = _session(request).user_id
+        return JSONResponse({"user": user}, status_code=200 if user else 401)
+
+    @app.get("/api/cart")
+    async def get_cart(request: Request) -> Response:
+        return JSONResponse({"items": cart_items(_session(request).get("cart"))})
+
+    @app.post("/api/cart")
+    async def add_to_cart(request: Request) -> Response:
+        data = await _json_object(request)
+        try:
+            item = validate_item(data.get("item"))
+        except InvalidItem as exc:
+            raise ApiError(422, str(exc)) from None
+        session = _session(request)
+        cart = session.get("cart")
+        if not isinstance(cart, list):
+            cart = session["cart"] = []
+        if len(cart) >= MAX_CART_ITEMS:
+            raise ApiError(422, f"the cart is full ({MAX_CART_ITEMS} items)")
+        cart.append(item)  # a nested change: session_mw notices and saves it
+        return JSONResponse({"items": cart_items(cart)})
+
+    @app.get("/api/sessions")
+    async def sessions(request: Request) -> Response:
+        if _session(request).user_id is None:
+            return JSONResponse(NOT_LOGGED_IN, status_code=401)
+        infos = await session_manager(request).list()
+        return JSONResponse({"sessions": [info.as_dict() for info in infos]})
+
+    @app.post("/api/logout-everywhere")
+    async def logout_everywhere(request: Request) -> Response:
+        if _session(request).user_id is None:
+            return JSONResponse(NOT_LOGGED_IN, status_code=401)
+        revoked = await session_manager(request).revoke_all()  # this session included
+        return JSONResponse({"revoked": revoked})
+
+    @app.post("/api/elevate")
+    async def elevate(request: Request) -> Response:
+        session = _session(request)
+        user = session.user_id
+        if user is None:
+            return JSONResponse(NOT_LOGGED_IN, status_code=401)
+        data = await _json_object(request)
+        password = data.get("password")
+        if not isinstance(password, str):
+            raise ApiError(422, "'password' must be a string")
+        if not check_password(user, password):
+            return JSONResponse({"error": "wrong password"}, status_code=403)
+        session["elevated_at"] = time.time()
+        session.regenerate()  # a change of privilege: a new session ID, the old one dies
+        return JSONResponse({"elevated": True})
+
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))

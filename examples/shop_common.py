@@ -1,0 +1,235 @@
+"""The framework-free half of the example shops: catalogue, demo accounts, cart rules, pages.
+
+Both example apps (FastAPI and Flask) import this module, so they sell the same fruit, know
+the same users and render the same HTML; only the request/response plumbing differs.
+Nothing here knows about HTTP frameworks or about session_mw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+SHOP_NAME = "The Little Fruit Shop"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+MAX_ITEM_LENGTH = 64  # characters in one cart item
+MAX_CART_ITEMS = 100  # a session is not a warehouse
+MAX_JSON_BODY = 4096  # bytes in a JSON request body
+MAX_USERNAME_SHOWN = 64  # characters of a rejected username echoed back in the login form
+
+
+# -- catalogue -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    emoji: str
+    price_cents: int
+    blurb: str
+
+    @property
+    def price(self) -> str:
+        return format_price(self.price_cents)
+
+
+PRODUCTS: tuple[Product, ...] = (
+    Product("apple", "Apple", "\N{RED APPLE}", 50, "Crisp and sweet, from the orchard up the hill."),
+    Product("banana", "Banana", "\N{BANANA}", 30, "Ripe today, perfect for breakfast."),
+    Product("cherry", "Cherries", "\N{CHERRIES}", 320, "A 250 g punnet of dark, juicy cherries."),
+    Product("pear", "Pear", "\N{PEAR}", 60, "Buttery Williams pears."),
+    Product("orange", "Orange", "\N{TANGERINE}", 45, "Sweet navel oranges, easy to peel."),
+    Product("kiwi", "Kiwi", "\N{KIWIFRUIT}", 40, "Tangy green kiwis, full of vitamin C."),
+)
+PRODUCTS_BY_ID: Mapping[str, Product] = {p.id: p for p in PRODUCTS}
+
+
+def format_price(cents: int) -> str:
+    return f"${cents // 100}.{cents % 100:02d}"
+
+
+def catalog_json() -> dict[str, dict[str, Any]]:
+    """What the page's script needs to redraw the cart: names, emoji and prices by id."""
+    return {p.id: {"name": p.name, "emoji": p.emoji, "price_cents": p.price_cents} for p in PRODUCTS}
+
+
+# -- cart ------------------------------------------------------------------------------
+
+
+class InvalidItem(ValueError):
+    """A cart item that cannot be accepted; the message is safe to show to the client."""
+
+
+def validate_item(value: object) -> str:
+    """The cart item to store for a request's ``item`` value, or ``InvalidItem``."""
+    if value is None:
+        raise InvalidItem("'item' is required")
+    if not isinstance(value, str):
+        raise InvalidItem("'item' must be a string")
+    item = value.strip()
+    if not item:
+        raise InvalidItem("'item' must not be empty")
+    if len(item) > MAX_ITEM_LENGTH:
+        raise InvalidItem(f"'item' must be at most {MAX_ITEM_LENGTH} characters")
+    if not item.isprintable():
+        raise InvalidItem("'item' must not contain control characters")
+    return item
+
+
+def cart_items(value: object) -> list[str]:
+    """The cart as stored in a session (anything, or missing), cleaned up for display."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    label: str
+    quantity: int
+    subtotal: str  # "" for an item that is not in the catalogue
+
+
+def cart_lines(items: Sequence[str]) -> tuple[list[CartLine], str]:
+    """Items grouped by product, in order of first appearance, and the formatted total."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    lines: list[CartLine] = []
+    total = 0
+    for item, quantity in counts.items():
+        product = PRODUCTS_BY_ID.get(item)
+        if product is None:
+            lines.append(CartLine(item, quantity, ""))
+            continue
+        total += product.price_cents * quantity
+        subtotal = format_price(product.price_cents * quantity)
+        lines.append(CartLine(f"{product.emoji} {product.name}", quantity, subtotal))
+    return lines, format_price(total)
+
+
+# -- demo accounts ---------------------------------------------------------------------
+
+# The demo passwords are printed on the login page, so there is nothing to hide here; a
+# real shop keeps slow, salted hashes (argon2, scrypt, bcrypt) in a database instead.
+DEMO_ACCOUNTS: Mapping[str, str] = {"alice": "wonderland", "bob": "builder"}
+
+_PEPPER = secrets.token_bytes(32)
+
+
+def _password_digest(password: str) -> bytes:
+    return hmac.new(_PEPPER, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+_DIGESTS: Mapping[str, bytes] = {user: _password_digest(pw) for user, pw in DEMO_ACCOUNTS.items()}
+_NO_SUCH_USER = _password_digest(secrets.token_urlsafe(32))  # compared against, never matched
+
+
+def check_password(username: str, password: str) -> bool:
+    """True for a demo account's right password.
+
+    The same work is done whether the user exists or not (a digest comparison in constant
+    time against a stand-in digest), so timing does not tell which usernames exist.
+    """
+    expected = _DIGESTS.get(username, _NO_SUCH_USER)
+    matches = hmac.compare_digest(_password_digest(password), expected)
+    return matches and username in _DIGESTS
+
+
+# -- pages -----------------------------------------------------------------------------
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    autoescape=True,  # every {{ value }} is HTML-escaped: user agents and usernames are hostile
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def new_nonce() -> str:
+    """A fresh Content-Security-Policy nonce for one page."""
+    return secrets.token_urlsafe(16)
+
+
+def page_headers(nonce: str) -> dict[str, str]:
+    """Security headers for a rendered page: only this page's own inline script and style run."""
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; form-action 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+
+
+def format_time(iso: str) -> str:
+    """``2024-05-01T12:34:56.789+00:00`` -> ``2024-05-01 12:34:56 UTC``."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    created: str
+    last_seen: str
+    user_agent: str
+    current: bool
+
+
+def session_rows(sessions: Sequence[Mapping[str, Any]]) -> list[SessionRow]:
+    """Rows of the "active sessions" table from ``SessionInfo.as_dict()`` dicts."""
+    return [
+        SessionRow(
+            format_time(str(s.get("created_at", ""))),
+            format_time(str(s.get("last_seen", ""))),
+            str(s.get("user_agent") or ""),
+            bool(s.get("current")),
+        )
+        for s in sessions
+    ]
+
+
+def render_home(
+    *,
+    user: str | None,
+    cart: Sequence[str],
+    sessions: Sequence[Mapping[str, Any]] = (),
+    elevated: bool = False,
+    error: str | None = None,
+    username: str = "",
+    nonce: str,
+) -> str:
+    """The shop's one page: catalogue and cart, plus a login form or the account panel."""
+    lines, total = cart_lines(cart)
+    return _env.get_template("shop.html").render(
+        shop_name=SHOP_NAME,
+        products=PRODUCTS,
+        catalog=catalog_json(),
+        user=user,
+        cart_count=len(cart),
+        lines=lines,
+        total=total,
+        sessions=session_rows(sessions),
+        elevated=elevated,
+        error=error,
+        username=username[:MAX_USERNAME_SHOWN],
+        demo_accounts=DEMO_ACCOUNTS,
+        nonce=nonce,
+    )

@@ -1,0 +1,190 @@
+"""One tiny app, written once, served through each door: ASGI (Starlette), bare WSGI, Flask.
+
+Each route is a plain function of the session and the JSON body; the doors only adapt
+requests and responses, so the behaviour suite is the same for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from session_mw import Session, SessionConfig
+from session_mw.engine import Engine
+from session_mw.manage import SessionInfo
+
+Handler = Callable[[Callable[[], Session], dict[str, Any]], tuple[int, Any]]
+
+
+def _cart(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    return 200, {"cart": s.get("cart", []), "user": s.user_id}
+
+
+def _add(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.setdefault("cart", []).append(body["item"])
+    return 200, {"cart": s["cart"]}
+
+
+def _login(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.user_id = body["user"]
+    return 200, "ok"
+
+
+def _elevate(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.regenerate()
+    s["admin"] = True
+    return 200, "ok"
+
+
+def _logout(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.invalidate()
+    return 200, "bye"
+
+
+def _boom(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s["lost"] = True
+    return 500, "oops"
+
+
+def _remember(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s["x"] = 1
+    s.remember = True
+    return 200, "ok"
+
+
+HOOKS: dict[str, Callable[[], None]] = {}
+
+
+def _race(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.setdefault("cart", []).append(body["item"])
+    HOOKS["race"]()  # the test does something concurrent here, while this request runs
+    return 200, "ok"
+
+
+def _plain(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    return 200, "hello"
+
+
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("GET", "/cart"): _cart,
+    ("POST", "/cart"): _add,
+    ("POST", "/login"): _login,
+    ("POST", "/elevate"): _elevate,
+    ("POST", "/logout"): _logout,
+    ("POST", "/boom"): _boom,
+    ("POST", "/remember"): _remember,
+    ("POST", "/race"): _race,
+    ("GET", "/plain"): _plain,
+}
+# routes that need the per-user manager: name of the manager call, and how to show its result
+MANAGED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
+    ("POST", "/everywhere"): ("revoke_all", lambda n: {"revoked": n}),
+    ("GET", "/sessions"): ("list", lambda infos: [i.as_dict() for i in infos]),
+}
+PLAIN_HEADERS = {"/plain": {"Cache-Control": "max-age=60"}}
+
+
+def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from session_mw import SessionMiddleware, session_manager, session_of
+
+    async def dispatch(request: Request) -> Response:
+        key = (request.method, request.url.path)
+        if key[1].startswith("/assets/"):  # an excluded path: served without a session
+            return PlainTextResponse("body { }")
+        body = await request.json() if request.method == "POST" and await request.body() else {}
+        if key in MANAGED:
+            call, show = MANAGED[key]
+            status, result = 200, show(await getattr(session_manager(request), call)())
+        else:
+            status, result = ROUTES[key](lambda: session_of(request), body)
+        headers = PLAIN_HEADERS.get(request.url.path)
+        if isinstance(result, str):
+            return PlainTextResponse(result, status, headers=headers)
+        return JSONResponse(result, status, headers=headers)
+
+    app = Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "POST"])])
+    app.add_middleware(SessionMiddleware, config=config, store=store, engine=engine)
+    return app
+
+
+def _wsgi_handler(
+    session: Callable[[], Session], manager: Callable[[], Any], method: str, path: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    key = (method, path)
+    if key in MANAGED:
+        call, show = MANAGED[key]
+        return 200, show(getattr(manager(), call)())
+    return ROUTES[key](session, body)
+
+
+def wsgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
+    import json
+
+    from werkzeug.wrappers import Request, Response
+
+    from session_mw.wsgi import WSGISessionMiddleware, session_manager, session_of
+
+    @Request.application
+    def app(request: Request) -> Response:
+        if request.path.startswith("/assets/"):
+            return Response("body { }")
+        body = request.get_json() if request.method == "POST" and request.data else {}
+        status, result = _wsgi_handler(
+            lambda: session_of(request.environ),
+            lambda: session_manager(request.environ),
+            request.method,
+            request.path,
+            body,
+        )
+        headers = PLAIN_HEADERS.get(request.path)
+        if isinstance(result, str):
+            return Response(result, status, headers=headers)
+        return Response(json.dumps(result), status, headers=headers, mimetype="application/json")
+
+    return WSGISessionMiddleware(app, config, store=store, engine=engine)
+
+
+def flask_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
+    from flask import Flask, Response, jsonify, request
+
+    from session_mw.contrib.flask import FlaskSessions, current_session, session_manager
+
+    app = Flask(__name__)
+
+    @app.route("/<path:path>", methods=["GET", "POST"])
+    def dispatch(path: str) -> Any:
+        if request.path.startswith("/assets/"):
+            return "body { }"
+        body = request.get_json() if request.method == "POST" and request.data else {}
+        status, result = _wsgi_handler(current_session, session_manager, request.method, request.path, body)
+        headers = PLAIN_HEADERS.get(request.path)
+        if isinstance(result, str):
+            return Response(result, status, headers=headers)
+        response = jsonify(result)
+        response.status_code = status
+        return response
+
+    FlaskSessions(app, config=config, store=store)
+    app.extensions["session_mw"].engine.clock = engine.clock
+    return app
+
+
+DOORS: dict[str, Callable[[SessionConfig, Any, Engine], Any]] = {
+    "asgi": asgi_app,
+    "wsgi": wsgi_app,
+    "flask": flask_app,
+}
+__all__ = ["DOORS", "HOOKS", "SessionInfo"]

@@ -1,0 +1,341 @@
+"""The session behaviour suite, through every door (ASGI, WSGI, Flask) and on every store.
+
+Each test drives the real ASGI or WSGI interface with a sync HTTP client; the store is real
+(memory, or a private redis-server) with call counters around it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from session_mw import SessionConfig
+from session_mw.engine import Engine
+from session_mw.stores import Store, open_async_store, open_store
+from session_mw.stores.base import Touch
+from session_mw.stores.threaded import AsyncFromSync
+from session_mw.tokens import new_token
+from tests.conftest import FakeClock, RedisServer
+from tests.doors.apps import DOORS, HOOKS
+
+IDLE, ABSOLUTE = 1000, 5000
+COOKIE = "__Host-session"
+
+
+class Counting:
+    """A real store (sync or async) with call counters in front; it still does all the work."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in ("load", "write", "delete"):
+            return attr
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args)
+
+        return counted
+
+
+@pytest.fixture(params=sorted(DOORS))
+def door(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def config(store_url: str, key_prefix: str) -> SessionConfig:
+    return SessionConfig(
+        store_url=store_url,
+        key_prefix=key_prefix,
+        idle_timeout=IDLE,
+        absolute_timeout=ABSOLUTE,
+        touch_interval=100,
+        exclude_paths=("/assets",),
+    )
+
+
+@pytest.fixture
+def store(door: str, config: SessionConfig) -> Counting:
+    if door == "asgi":
+        return Counting(open_async_store(config))
+    return Counting(open_store(config))
+
+
+@pytest.fixture
+def view(store: Counting, config: SessionConfig) -> Iterator[Store]:
+    """A sync view of the same store, for assertions on what was stored."""
+    inner = store.inner
+    if isinstance(inner, AsyncFromSync):
+        yield inner.sync
+    elif _is_async(inner):  # an async Redis store: look through a sync client of the same Redis
+        s = open_store(config)
+        yield s
+        s.close()
+    else:
+        yield inner
+
+
+def _is_async(store: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(store.load)
+
+
+@pytest.fixture
+def app(door: str, config: SessionConfig, store: Counting, clock: FakeClock) -> Any:
+    return DOORS[door](config, store, Engine(config, clock=clock))
+
+
+class Clients:
+    """Makes HTTP clients for the app under test, all closed at the end."""
+
+    def __init__(self, door: str, app: Any) -> None:
+        self.door, self.app = door, app
+        self._open: list[httpx.Client] = []
+
+    def new(self) -> httpx.Client:
+        client: httpx.Client
+        if self.door == "asgi":
+            # every browser shares the first TestClient's event loop (the store's connections live there)
+            first = next((c for c in self._open if isinstance(c, TestClient)), None)
+            if first is None:
+                client = TestClient(self.app, base_url="https://shop.test").__enter__()
+            else:
+                client = httpx.Client(transport=first._transport, base_url="https://shop.test")
+        else:
+            client = httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url="https://shop.test")
+        self._open.append(client)
+        return client
+
+    def close(self) -> None:
+        for c in reversed(self._open):
+            if isinstance(c, TestClient):
+                c.__exit__(None, None, None)
+            else:
+                c.close()
+
+
+@pytest.fixture
+def clients(door: str, app: Any) -> Iterator[Clients]:
+    made = Clients(door, app)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def client(clients: Clients) -> httpx.Client:
+    return clients.new()
+
+
+def token_of(response: httpx.Response) -> str | None:
+    header = response.headers.get("set-cookie")
+    if header is None:
+        return None
+    return str(header.split(";", 1)[0].split("=", 1)[1])
+
+
+def cookie(token: str) -> dict[str, str]:
+    return {"cookie": f"{COOKIE}={token}"}
+
+
+def test_anonymous_reader_gets_no_session(client: httpx.Client, store: Counting) -> None:
+    r = client.get("/cart")
+    assert r.json() == {"cart": [], "user": None}
+    assert "set-cookie" not in r.headers
+    assert store.calls == Counter()
+
+
+def test_first_write_creates_a_secure_cookie(client: httpx.Client) -> None:
+    r = client.post("/cart", json={"item": "apple"})
+    header = r.headers["set-cookie"]
+    assert header.startswith(f"{COOKIE}=")
+    for attr in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"):
+        assert attr in header
+    assert r.headers["cache-control"] == "no-store" and r.headers["vary"] == "Cookie"
+    assert client.get("/cart").json()["cart"] == ["apple"]
+
+
+def test_nested_mutation_is_saved_and_reads_write_nothing(client: httpx.Client, store: Counting) -> None:
+    client.post("/cart", json={"item": "apple"})
+    client.post("/cart", json={"item": "pear"})
+    writes = store.calls["write"]
+    for _ in range(5):
+        r = client.get("/cart")
+        assert r.json()["cart"] == ["apple", "pear"] and "set-cookie" not in r.headers
+    assert store.calls["write"] == writes and store.calls["load"] == 6
+
+
+def test_session_fixation_is_impossible(client: httpx.Client) -> None:
+    planted = new_token(32)  # well-formed, but never issued by the server
+    r = client.post("/cart", json={"item": "apple"}, headers=cookie(planted))
+    issued = token_of(r)
+    assert issued is not None and issued != planted
+    assert client.get("/cart", headers=cookie(planted)).json()["cart"] == []
+
+
+def test_login_regenerates_and_the_old_token_is_dead(client: httpx.Client) -> None:
+    before = token_of(client.post("/cart", json={"item": "apple"}))
+    after = token_of(client.post("/login", json={"user": "alice"}))
+    assert before and after and before != after
+    assert client.get("/cart").json() == {"cart": ["apple"], "user": "alice"}
+    replay = client.get("/cart", headers=cookie(before))
+    assert replay.json() == {"cart": [], "user": None}
+    assert replay.headers["set-cookie"].startswith(f"{COOKIE}=;")
+
+
+def test_privilege_change_regenerates(client: httpx.Client) -> None:
+    client.post("/cart", json={"item": "apple"})
+    t1 = client.cookies.get(COOKIE)
+    t2 = token_of(client.post("/elevate"))
+    assert t1 and t2 and t1 != t2
+    assert client.get("/cart", headers=cookie(t1)).json()["cart"] == []
+    assert client.get("/cart", headers=cookie(t2)).json()["cart"] == ["apple"]
+
+
+def test_logout_kills_the_session_and_replay_fails(client: httpx.Client) -> None:
+    client.post("/login", json={"user": "alice"})
+    token = client.cookies.get(COOKIE)
+    assert token
+    r = client.post("/logout")
+    assert r.headers["set-cookie"].startswith(f"{COOKIE}=;") and "Max-Age=0" in r.headers["set-cookie"]
+    assert client.get("/cart", headers=cookie(token)).json()["user"] is None
+
+
+def test_idle_timeout(client: httpx.Client, clock: FakeClock) -> None:
+    client.post("/login", json={"user": "alice"})
+    clock.advance(IDLE - 1)
+    assert client.get("/cart").json()["user"] == "alice"
+    clock.advance(IDLE)
+    assert client.get("/cart").json()["user"] is None
+
+
+def test_absolute_timeout_ends_even_an_active_session(client: httpx.Client, clock: FakeClock) -> None:
+    client.post("/login", json={"user": "alice"})
+    for _ in range(ABSOLUTE // (IDLE // 2) - 1):
+        clock.advance(IDLE // 2)
+        assert client.get("/cart").json()["user"] == "alice"
+    clock.advance(IDLE // 2)
+    assert client.get("/cart").json()["user"] is None
+
+
+def test_touch_is_throttled_and_keeps_an_active_user(client: httpx.Client, clock: FakeClock, store: Counting) -> None:
+    client.post("/login", json={"user": "alice"})
+    writes = store.calls["write"]
+    for _ in range(5):  # active every 90 % of the idle timeout: never logged out, never rewritten
+        clock.advance(IDLE * 0.9 - 1)
+        assert client.get("/cart").json()["user"] == "alice"
+    assert store.calls["write"] == writes
+
+
+def test_a_burst_of_reads_touches_at_most_once(client: httpx.Client, clock: FakeClock, view: Store) -> None:
+    client.post("/login", json={"user": "alice"})
+    [(key, _)] = view.user_sessions("alice")
+    clock.advance(150)
+    for _ in range(5):
+        client.get("/cart")
+        clock.advance(1)
+    record = view.load(key, Touch(clock.now, 10_000, IDLE))
+    assert record is not None and record.meta.last_seen == clock.now - 5
+
+
+def test_a_write_never_resurrects_a_session_deleted_meanwhile(clients: Clients, view: Store, door: str) -> None:
+    tab1, tab2 = clients.new(), clients.new()
+    tab1.post("/login", json={"user": "alice"})
+    token = tab1.cookies[COOKIE]
+    [(key, _)] = view.user_sessions("alice")
+    HOOKS["race"] = lambda: view.delete(key)  # another tab logs out while tab2's request runs
+    r = tab2.post("/race", json={"item": "apple"}, headers=cookie(token))
+    assert r.headers["set-cookie"].startswith(f"{COOKIE}=;")
+    assert view.user_sessions("alice") == [] and view.load(key, Touch(0, 1, IDLE)) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"{COOKIE}=garbage",
+        f"{COOKIE}=" + "A" * 5000,
+        f"{COOKIE}={new_token(32)}; {COOKIE}={new_token(32)}",
+        f'{COOKIE}="\\x00\\"',
+        f"{COOKIE}=%00%ff%fe; other=1",
+        f"=; ;; {COOKIE}",
+    ],
+)
+def test_bad_cookies_are_no_session_never_an_error(client: httpx.Client, header: str) -> None:
+    r = client.get("/cart", headers={"cookie": header})
+    assert r.status_code == 200 and r.json() == {"cart": [], "user": None}
+    r = client.post("/cart", json={"item": "apple"}, headers={"cookie": header})
+    assert r.status_code == 200 and token_of(r)
+
+
+def test_server_error_saves_nothing(client: httpx.Client, store: Counting) -> None:
+    r = client.post("/boom")
+    assert r.status_code == 500 and "set-cookie" not in r.headers and store.calls["write"] == 0
+
+
+def test_headers_respect_the_apps_own(client: httpx.Client) -> None:
+    r = client.get("/plain")
+    assert "vary" not in r.headers and r.headers["cache-control"] == "max-age=60"
+
+
+def test_excluded_paths_never_touch_the_store(client: httpx.Client, store: Counting) -> None:
+    client.post("/cart", json={"item": "apple"})
+    loads = store.calls["load"]
+    assert client.get("/assets/app.css").status_code == 200 and store.calls["load"] == loads
+
+
+def test_remember_gives_a_persistent_cookie(client: httpx.Client) -> None:
+    assert f"Max-Age={ABSOLUTE}" in client.post("/remember").headers["set-cookie"]
+
+
+def test_log_out_everywhere_and_list_sessions(clients: Clients) -> None:
+    phone, laptop, other = clients.new(), clients.new(), clients.new()
+    phone.post("/login", json={"user": "alice"}, headers={"user-agent": "Phone"})
+    laptop.post("/login", json={"user": "alice"}, headers={"user-agent": "Laptop"})
+    other.post("/login", json={"user": "bob"})
+    listed = laptop.get("/sessions").json()
+    assert sorted(s["user_agent"] for s in listed) == ["Laptop", "Phone"]
+    assert [s["current"] for s in listed if s["user_agent"] == "Laptop"] == [True]
+    r = laptop.post("/everywhere")
+    assert r.json() == {"revoked": 2} and r.headers["set-cookie"].startswith(f"{COOKIE}=;")
+    assert phone.get("/cart").json()["user"] is None
+    assert laptop.get("/cart").json()["user"] is None
+    assert other.get("/cart").json()["user"] == "bob"
+
+
+def test_the_store_is_down_503_then_back(door: str, redis_server: RedisServer, key_prefix: str) -> None:
+    config = SessionConfig(
+        store_url=redis_server.url, key_prefix=key_prefix, store_connect_timeout=0.5, store_socket_timeout=0.5
+    )
+    store = open_async_store(config) if door == "asgi" else open_store(config)
+    made = Clients(door, DOORS[door](config, store, Engine(config)))
+    try:
+        c, anon = made.new(), made.new()
+        c.post("/cart", json={"item": "apple"})
+        redis_server.stop()
+        r = c.get("/cart")
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert r.text == "Session store unavailable; please retry shortly.\n"
+        r = anon.post("/cart", json={"item": "pear"})  # the save at response start fails
+        assert r.status_code == 503 and "set-cookie" not in r.headers
+        assert anon.get("/plain").status_code == 200  # requests without a session are still served
+        redis_server.start()
+        statuses = [c.get("/cart").status_code for _ in range(3)]
+        assert statuses[-1] == 200 and c.get("/cart").json()["cart"] == []  # Redis restarted empty
+    finally:
+        made.close()

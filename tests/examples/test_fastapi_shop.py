@@ -1,0 +1,583 @@
+"""Black-box tests of examples/fastapi_app.py: a real uvicorn process, driven over HTTP.
+
+Every contract test runs twice, against ``memory://`` and against a real Redis. A few more
+servers cover an unreachable Redis and ``uvicorn --workers 2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COOKIE = "session"  # SESSION_MW_COOKIE_SECURE=false: no __Host- prefix
+FAKE_TOKEN = "Zm9yZ2VkLXRva2VuLXRoYXQtbm9ib2R5LWV2ZXItbWFk"[:43]  # well-formed, never issued
+LOGIN_FORM = 'action="/login"'
+
+
+# -- servers ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Shop:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_shop(settings: dict[str, str], log: Path, workers: int = 1) -> Iterator[Shop]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_MW_")}
+    env.update({"SESSION_MW_COOKIE_SECURE": "false", "PYTHONUNBUFFERED": "1", **settings})
+    port = _free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    shop = Shop(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {proc.returncode}:\n{shop.log_text()}")
+            try:
+                if httpx.get(shop.url + "/api/cart", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not answer within 20 s:\n{shop.log_text()}")
+            time.sleep(0.05)
+        yield shop
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    if request.param == "memory":
+        settings = {"SESSION_MW_STORE_URL": "memory://"}
+    else:
+        redis_url: str = request.getfixturevalue("redis_url")
+        settings = {"SESSION_MW_STORE_URL": redis_url, "SESSION_MW_KEY_PREFIX": f"ex-fastapi:{uuid.uuid4().hex}:"}
+    with running_shop(settings, tmp_path_factory.mktemp("shop") / "uvicorn.log") as server:
+        yield server
+    assert "Traceback" not in server.log_text()
+
+
+# -- a tiny browser: one cookie, handled by hand so replays are exact -----------------------
+
+
+class Browser:
+    def __init__(self, shop: Shop, user_agent: str = "pytest-browser/1.0", token: str | None = None) -> None:
+        self.http = httpx.Client(base_url=shop.url, follow_redirects=False, timeout=10)
+        self.user_agent = user_agent
+        self.token = token
+
+    def request(self, method: str, path: str, *, cookie: str | bytes | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"User-Agent": self.user_agent, **kwargs.pop("headers", {})}
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        elif self.token is not None:
+            headers["Cookie"] = f"{COOKIE}={self.token}"
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        self.http.cookies.clear()  # this browser keeps its cookie itself
+        for header in session_cookies(response):
+            value = header.split(";", 1)[0].split("=", 1)[1]
+            self.token = None if (not value or "max-age=0" in header.lower()) else value
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def login(self, username: str = "alice", password: str = "wonderland") -> httpx.Response:
+        return self.post("/login", data={"username": username, "password": password})
+
+    def add(self, item: str) -> list[str]:
+        response = self.post("/api/cart", json={"item": item})
+        assert response.status_code == 200, response.text
+        items: list[str] = response.json()["items"]
+        return items
+
+    def me(self) -> str | None:
+        user: str | None = self.get("/api/me").json()["user"]
+        return user
+
+    def cart(self) -> list[str]:
+        items: list[str] = self.get("/api/cart").json()["items"]
+        return items
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def session_cookies(response: httpx.Response) -> list[str]:
+    return [h for h in response.headers.get_list("set-cookie") if h.split("=", 1)[0].strip() == COOKIE]
+
+
+def expires_cookie(response: httpx.Response) -> bool:
+    return any("max-age=0" in h.lower() for h in session_cookies(response))
+
+
+@pytest.fixture
+def browser(shop: Shop) -> Iterator[Browser]:
+    b = Browser(shop)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def make_browser(shop: Shop) -> Iterator[Any]:
+    made: list[Browser] = []
+
+    def make(user_agent: str = "pytest-browser/1.0", token: str | None = None) -> Browser:
+        made.append(Browser(shop, user_agent, token))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
+
+
+# -- anonymous visitors ----------------------------------------------------------------
+
+
+def test_anonymous_visit_creates_no_session(browser: Browser) -> None:
+    page = browser.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert LOGIN_FORM in page.text and "Add to cart" in page.text
+    assert "set-cookie" not in page.headers
+    cart = browser.get("/api/cart")
+    assert cart.status_code == 200 and cart.json() == {"items": []}
+    assert "set-cookie" not in cart.headers
+    me = browser.get("/api/me")
+    assert me.status_code == 401 and me.json() == {"user": None}
+    assert "set-cookie" not in me.headers
+    assert browser.token is None
+
+
+def test_anonymous_cart_creates_a_session(browser: Browser) -> None:
+    response = browser.post("/api/cart", json={"item": "apple"})
+    assert response.status_code == 200 and response.json() == {"items": ["apple"]}
+    (cookie,) = session_cookies(response)
+    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert browser.token is not None and len(browser.token) == 43
+    assert browser.add("banana") == ["apple", "banana"]
+    assert browser.cart() == ["apple", "banana"]
+    page = browser.get("/")
+    assert page.status_code == 200 and "Banana" in page.text and LOGIN_FORM in page.text
+    assert browser.me() is None
+
+
+def test_api_requires_login(browser: Browser) -> None:
+    assert browser.get("/api/sessions").status_code == 401
+    assert browser.post("/api/logout-everywhere").status_code == 401
+    assert browser.post("/api/elevate", json={"password": "wonderland"}).status_code == 401
+    browser.add("kiwi")  # an anonymous session is still not a login
+    assert browser.get("/api/sessions").status_code == 401
+    assert browser.post("/api/logout-everywhere").status_code == 401
+    assert browser.post("/api/elevate", json={"password": "wonderland"}).status_code == 401
+    assert browser.cart() == ["kiwi"]
+
+
+# -- login -----------------------------------------------------------------------------
+
+
+def test_login_regenerates_the_id_and_keeps_the_cart(browser: Browser, make_browser: Any) -> None:
+    browser.add("apple")
+    anonymous = browser.token
+    response = browser.login()
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert browser.token is not None and browser.token != anonymous
+    assert browser.me() == "alice"
+    assert browser.cart() == ["apple"]
+    page = browser.get("/")
+    assert "Hello, alice!" in page.text and "Log out everywhere" in page.text and LOGIN_FORM not in page.text
+    replay = make_browser(token=anonymous)  # the pre-login ID is dead: no fixation, no replay
+    assert replay.me() is None
+    assert replay.cart() == []
+
+
+def test_login_without_a_prior_session(browser: Browser) -> None:
+    response = browser.login("bob", "builder")
+    assert response.status_code == 303 and browser.token is not None
+    assert browser.me() == "bob"
+    assert browser.cart() == []
+
+
+def test_switching_user_regenerates_the_id(browser: Browser, make_browser: Any) -> None:
+    browser.login("alice", "wonderland")
+    as_alice = browser.token
+    browser.login("bob", "builder")
+    assert browser.token != as_alice and browser.me() == "bob"
+    assert make_browser(token=as_alice).me() is None
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"username": "alice", "password": "builder"},
+        {"username": "mallory", "password": "wonderland"},
+        {"username": "alice", "password": ""},
+        {"username": "alice"},
+        {},
+    ],
+    ids=["wrong-password", "unknown-user", "empty-password", "no-password", "no-fields"],
+)
+def test_bad_login_changes_nothing(browser: Browser, form: dict[str, str]) -> None:
+    browser.add("pear")
+    before = browser.token
+    response = browser.post("/login", data=form)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
+    assert LOGIN_FORM in response.text
+    if "username" in form:
+        assert "Wrong username or password." in response.text
+    assert session_cookies(response) == []
+    assert browser.token == before
+    assert browser.me() is None
+    assert browser.cart() == ["pear"]
+
+
+def test_bad_login_without_a_session_creates_none(browser: Browser) -> None:
+    response = browser.login("alice", "nope")
+    assert response.status_code == 401 and "set-cookie" not in response.headers
+
+
+def test_login_page_escapes_the_echoed_username(browser: Browser) -> None:
+    response = browser.login('"><script>alert(1)</script>', "x")
+    assert response.status_code == 401
+    assert "<script>alert(1)" not in response.text
+    assert "&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+
+
+# -- sessions, logout everywhere -------------------------------------------------------------
+
+
+def test_sessions_list_and_logout_everywhere(make_browser: Any) -> None:
+    # start clean: other tests of this module logged alice in on the same server
+    sweeper = make_browser()
+    sweeper.login()
+    assert sweeper.post("/api/logout-everywhere").status_code == 200
+
+    laptop = make_browser("Laptop/1.0 (tests)")
+    phone = make_browser("Phone/2.0 (tests)")
+    bob = make_browser("Bob/1.0")
+    laptop.login()
+    phone.login()
+    bob.login("bob", "builder")
+
+    response = laptop.get("/api/sessions")
+    assert response.status_code == 200
+    sessions = response.json()["sessions"]
+    assert len(sessions) == 2
+    assert sorted(s["user_agent"] for s in sessions) == ["Laptop/1.0 (tests)", "Phone/2.0 (tests)"]
+    assert [s["user_agent"] for s in sessions if s["current"]] == ["Laptop/1.0 (tests)"]
+    for s in sessions:
+        for field in ("created_at", "last_seen"):
+            moment = datetime.fromisoformat(s[field])
+            assert moment.utcoffset() == timedelta(0)
+            assert abs(moment.timestamp() - time.time()) < 120
+    from_phone = phone.get("/api/sessions").json()["sessions"]
+    assert [s["user_agent"] for s in from_phone if s["current"]] == ["Phone/2.0 (tests)"]
+
+    page = laptop.get("/")
+    assert "Phone/2.0 (tests)" in page.text and "this device" in page.text
+
+    old_phone = phone.token
+    response = laptop.post("/api/logout-everywhere")
+    assert response.status_code == 200 and response.json() == {"revoked": 2}
+    assert expires_cookie(response)
+    assert laptop.token is None
+    assert laptop.me() is None
+    assert phone.me() is None
+    assert make_browser(token=old_phone).get("/api/sessions").status_code == 401
+    assert bob.me() == "bob"  # other users are untouched
+
+
+def test_user_agent_is_escaped_in_the_sessions_table(make_browser: Any) -> None:
+    hostile = make_browser('<img src=x onerror="alert(1)"><script>alert(2)</script>')
+    hostile.login("bob", "builder")
+    page = hostile.get("/")
+    assert page.status_code == 200
+    assert "<script>alert(2)" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page.text
+    assert hostile.post("/logout").status_code == 303
+
+
+# -- elevation -------------------------------------------------------------------------
+
+
+def test_elevate(browser: Browser, make_browser: Any) -> None:
+    browser.login()
+    browser.add("cherry")
+    before = browser.token
+
+    wrong = browser.post("/api/elevate", json={"password": "builder"})
+    assert wrong.status_code == 403
+    assert session_cookies(wrong) == [] and browser.token == before
+
+    right = browser.post("/api/elevate", json={"password": "wonderland"})
+    assert right.status_code == 200 and right.json() == {"elevated": True}
+    assert browser.token is not None and browser.token != before
+    assert browser.me() == "alice" and browser.cart() == ["cherry"]
+    assert "checkout is unlocked" in browser.get("/").text
+    assert make_browser(token=before).me() is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"{oops", 400), (b"[]", 400), (b"{}", 422), (b'{"password": 1}', 422)],
+)
+def test_elevate_rejects_bad_input(browser: Browser, body: bytes, status: int) -> None:
+    browser.login()
+    before = browser.token
+    response = browser.post("/api/elevate", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status and "error" in response.json()
+    assert browser.token == before and browser.me() == "alice"
+
+
+# -- logout ----------------------------------------------------------------------------
+
+
+def test_logout_destroys_the_session(browser: Browser, make_browser: Any) -> None:
+    browser.login()
+    browser.add("orange")
+    old = browser.token
+    response = browser.post("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert expires_cookie(response)
+    assert browser.token is None
+    replay = make_browser(token=old)
+    assert replay.me() is None and replay.cart() == []
+    page = replay.get("/")
+    assert page.status_code == 200 and LOGIN_FORM in page.text
+
+
+def test_logout_when_anonymous(browser: Browser) -> None:
+    response = browser.post("/logout")
+    assert response.status_code == 303 and "set-cookie" not in response.headers
+
+
+# -- hostile input ---------------------------------------------------------------------
+
+
+BAD_COOKIES: dict[str, str | bytes] = {
+    "malformed": f"{COOKIE}=not-a-token",
+    "too-short": f"{COOKIE}={FAKE_TOKEN[:-1]}",
+    "oversized-value": f"{COOKIE}={'A' * 5000}",
+    "oversized-header": f"{COOKIE}={FAKE_TOKEN}; junk={'x' * 9000}",
+    "forged": f"{COOKIE}={FAKE_TOKEN}",
+    "duplicated": f"{COOKIE}={FAKE_TOKEN}; {COOKIE}={FAKE_TOKEN[::-1]}",
+    "quoted": f'{COOKIE}="{FAKE_TOKEN}"',
+    "non-ascii": f"{COOKIE}={FAKE_TOKEN[:-2]}é!".encode("latin-1"),
+    "garbage": f";;; =; {COOKIE}; ==={COOKIE}=;\t{COOKIE}=%00%ff",
+    "empty": f"{COOKIE}=",
+}
+
+
+@pytest.mark.parametrize("cookie", list(BAD_COOKIES.values()), ids=list(BAD_COOKIES))
+def test_bad_cookies_are_just_anonymous(browser: Browser, cookie: str | bytes) -> None:
+    page = browser.get("/", cookie=cookie)
+    assert page.status_code == 200 and LOGIN_FORM in page.text
+    cart = browser.get("/api/cart", cookie=cookie)
+    assert cart.status_code == 200 and cart.json() == {"items": []}
+    me = browser.get("/api/me", cookie=cookie)
+    assert me.status_code == 401
+    assert browser.get("/api/sessions", cookie=cookie).status_code == 401
+    added = browser.post("/api/cart", cookie=cookie, json={"item": "apple"})
+    assert added.status_code == 200 and added.json() == {"items": ["apple"]}
+    assert browser.token is not None and len(browser.token) == 43  # a fresh session, not the bad one
+    assert browser.cart() == ["apple"]
+
+
+def test_a_live_token_sent_twice_is_not_trusted(browser: Browser) -> None:
+    browser.login()
+    token = browser.token
+    assert token is not None
+    response = browser.get("/api/me", cookie=f"{COOKIE}={token}; {COOKIE}={FAKE_TOKEN}")
+    assert response.status_code == 401
+    browser.token = token
+    assert browser.me() == "alice"  # the session itself is intact
+
+
+BAD_CART_BODIES: dict[str, tuple[bytes, str]] = {
+    "not-json": (b"{not json", "application/json"),
+    "empty-body": (b"", "application/json"),
+    "array": (b'["apple"]', "application/json"),
+    "string": (b'"apple"', "application/json"),
+    "no-item": (b"{}", "application/json"),
+    "null-item": (b'{"item": null}', "application/json"),
+    "number-item": (b'{"item": 5}', "application/json"),
+    "list-item": (b'{"item": ["apple"]}', "application/json"),
+    "object-item": (b'{"item": {"a": 1}}', "application/json"),
+    "empty-item": (b'{"item": "  "}', "application/json"),
+    "long-item": (b'{"item": "' + b"a" * 65 + b'"}', "application/json"),
+    "control-chars": (b'{"item": "app\\u0000le"}', "application/json"),
+    "bad-utf8": (b'{"item": "\xff\xfe"}', "application/json"),
+    "deep-nesting": (b"[" * 4000, "application/json"),
+    "huge-body": (b'{"item": "apple", "pad": "' + b"x" * 10_000 + b'"}', "application/json"),
+    "form-encoded": (b"item=apple", "application/x-www-form-urlencoded"),
+    "text-plain": (b'{"item": "apple"}', "text/plain"),
+}
+
+
+@pytest.mark.parametrize("body, content_type", list(BAD_CART_BODIES.values()), ids=list(BAD_CART_BODIES))
+def test_bad_cart_input_is_a_client_error(browser: Browser, body: bytes, content_type: str) -> None:
+    response = browser.post("/api/cart", content=body, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500
+    assert isinstance(response.json()["error"], str)
+    assert "set-cookie" not in response.headers  # nothing was stored
+    browser.add("apple")
+    response = browser.post("/api/cart", content=body, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500
+    assert browser.cart() == ["apple"]
+
+
+def test_item_limits(browser: Browser) -> None:
+    assert browser.add("a" * 64) == ["a" * 64]
+    assert browser.add("  pear ") == ["a" * 64, "pear"]
+    assert browser.add("<b>unknown & odd</b>")[-1] == "<b>unknown & odd</b>"
+    page = browser.get("/")
+    assert "&lt;b&gt;unknown &amp; odd&lt;/b&gt;" in page.text and "<b>unknown" not in page.text
+
+
+# -- an unreachable store -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dead_redis_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    settings = {
+        "SESSION_MW_STORE_URL": f"redis://127.0.0.1:{_free_port()}/0",  # nothing listens there
+        "SESSION_MW_STORE_CONNECT_TIMEOUT": "0.5",
+        "SESSION_MW_STORE_SOCKET_TIMEOUT": "0.5",
+    }
+    with running_shop(settings, tmp_path_factory.mktemp("dead") / "uvicorn.log") as server:
+        yield server
+
+
+def _assert_503(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) > 0
+    assert "set-cookie" not in response.headers
+    assert len(response.text) < 200 and "Traceback" not in response.text and "redis" not in response.text.lower()
+
+
+def test_unreachable_store_answers_503_and_keeps_serving(dead_redis_shop: Shop) -> None:
+    b = Browser(dead_redis_shop, token=FAKE_TOKEN)
+    try:
+        for _ in range(2):
+            for path in ("/", "/api/cart", "/api/me", "/api/sessions"):
+                _assert_503(b.get(path))
+            _assert_503(b.post("/api/cart", json={"item": "apple"}))
+            _assert_503(b.login())
+            _assert_503(b.post("/logout"))
+        # no cookie: nothing to load, so read-only pages still work ...
+        anonymous = Browser(dead_redis_shop)
+        page = anonymous.get("/")
+        assert page.status_code == 200 and LOGIN_FORM in page.text
+        assert anonymous.get("/api/cart").json() == {"items": []}
+        # ... and writing a new session fails cleanly
+        _assert_503(anonymous.post("/api/cart", json={"item": "apple"}))
+        _assert_503(anonymous.login())
+        assert anonymous.token is None
+        assert anonymous.get("/").status_code == 200
+        anonymous.close()
+    finally:
+        b.close()
+    assert dead_redis_shop.proc.poll() is None
+    assert "Traceback" not in dead_redis_shop.log_text()
+
+
+def test_store_outage_inside_a_handler_is_a_503() -> None:
+    """In-process: listing or revoking sessions hits the store from inside the handler."""
+    from starlette.testclient import TestClient
+
+    from examples.fastapi_app import create_app
+    from session_mw import SessionConfig, StoreUnavailable
+    from session_mw.stores.base import Meta
+    from session_mw.stores.memory import MemoryStore
+    from session_mw.stores.threaded import AsyncFromSync
+
+    class Flaky(AsyncFromSync):
+        down = False
+
+        async def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
+            if self.down:
+                raise StoreUnavailable("the store is down")
+            return await super().user_sessions(user_id)
+
+    store = Flaky(MemoryStore(), offload=False)
+    app = create_app(SessionConfig(cookie_secure=False, retry_after=7), store=store)
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.post("/login", data={"username": "alice", "password": "wonderland"}).status_code == 303
+        assert client.get("/api/sessions").status_code == 200
+        store.down = True
+        for response in (client.get("/api/sessions"), client.get("/"), client.post("/api/logout-everywhere")):
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "7"
+            assert response.text.count("\n") == 1
+        store.down = False
+        assert client.get("/api/me").json() == {"user": "alice"}  # the session survived the outage
+        assert len(client.get("/api/sessions").json()["sessions"]) == 1
+
+
+# -- several workers -------------------------------------------------------------------
+
+
+def test_two_workers_share_sessions(redis_url: str, tmp_path: Path) -> None:
+    settings = {"SESSION_MW_STORE_URL": redis_url, "SESSION_MW_KEY_PREFIX": f"ex-fastapi-w:{uuid.uuid4().hex}:"}
+    with running_shop(settings, tmp_path / "uvicorn.log", workers=2) as server:
+        b = Browser(server)
+        try:
+            b.add("apple")
+            assert b.login().status_code == 303
+            expected = ["apple"]
+            for i in range(12):
+                # a fresh connection per request, so the kernel spreads them over both workers
+                with httpx.Client(base_url=server.url, timeout=10) as fresh:
+                    headers = {"Cookie": f"{COOKIE}={b.token}"}
+                    if i % 3 == 0:
+                        item = ("banana", "kiwi", "pear", "orange")[i // 3]
+                        response = fresh.post("/api/cart", json={"item": item}, headers=headers)
+                        expected.append(item)
+                    else:
+                        response = fresh.get("/api/cart", headers=headers)
+                    assert response.status_code == 200
+                    assert response.json() == {"items": expected}
+                    assert fresh.get("/api/me", headers=headers).json() == {"user": "alice"}
+        finally:
+            b.close()
+    assert "Traceback" not in server.log_text()

@@ -1,0 +1,143 @@
+"""Flask-specific behaviour: flash, permanent, app factories, blueprints, settings from app.config."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Blueprint, Flask, flash, get_flashed_messages, jsonify, session
+from markupsafe import Markup
+
+from session_mw import SessionConfig
+from session_mw.contrib.flask import FlaskSession, FlaskSessions, config_from_flask, current_session
+
+
+def make_app(**config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config)
+    FlaskSessions(app)
+
+    @app.post("/flash")
+    def do_flash() -> str:
+        flash(Markup("<b>saved</b>"), "success")
+        flash("plain <i>text</i>")
+        return "ok"
+
+    @app.get("/flashes")
+    def flashes() -> Any:
+        pairs: list[tuple[str, str]] = get_flashed_messages(with_categories=True)  # type: ignore[assignment]
+        return jsonify([[c, type(m).__name__, str(m)] for c, m in pairs])
+
+    @app.post("/permanent/<int:on>")
+    def permanent(on: int) -> str:
+        session["x"] = 1
+        session.permanent = bool(on)
+        return "ok"
+
+    @app.get("/flags")
+    def flags() -> Any:
+        return jsonify(new=session.new, permanent=session.permanent, n=session.get("n"))
+
+    @app.post("/n")
+    def bump() -> Any:
+        session["n"] = session.get("n", 0) + 1
+        return jsonify(modified=session.modified, accessed=session.accessed)
+
+    return app
+
+
+@pytest.fixture
+def client() -> Any:
+    return make_app().test_client()
+
+
+def set_cookie(response: Any) -> str:
+    return str(response.headers.get("Set-Cookie", ""))
+
+
+def test_no_secret_key_needed_and_flask_session_is_ours(client: Any) -> None:
+    assert "SECRET_KEY" not in client.application.config or client.application.config["SECRET_KEY"] is None
+    r = client.post("/n")
+    assert r.json == {"modified": True, "accessed": True}
+    assert set_cookie(r).startswith("__Host-session=")
+
+
+def test_flash_round_trips_markup_and_categories(client: Any) -> None:
+    client.post("/flash")
+    assert client.get("/flashes").json == [
+        ["success", "Markup", "<b>saved</b>"],
+        ["message", "str", "plain <i>text</i>"],
+    ]
+    assert client.get("/flashes").json == []  # consumed
+
+
+def test_permanent_is_a_persistent_cookie(client: Any) -> None:
+    assert "Max-Age=28800" in set_cookie(client.post("/permanent/1"))
+    assert client.get("/flags").json == {"new": False, "permanent": True, "n": None}
+    r = client.post("/permanent/0")
+    assert "Max-Age" not in set_cookie(r) and set_cookie(r).startswith("__Host-session=")
+
+
+def test_new_is_true_only_without_a_stored_session(client: Any) -> None:
+    assert client.get("/flags").json["new"] is True
+    client.post("/n")
+    assert client.get("/flags").json == {"new": False, "permanent": False, "n": 1}
+
+
+def test_app_factory_and_blueprint() -> None:
+    ext = FlaskSessions()
+    shop = Blueprint("shop", __name__, url_prefix="/shop")
+
+    @shop.post("/add")
+    def add() -> Any:
+        session.setdefault("cart", []).append("pear")
+        return jsonify(session["cart"])
+
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        app.config["SESSION_MW_IDLE_TIMEOUT"] = "600"
+        ext.init_app(app)
+        app.register_blueprint(shop)
+        return app
+
+    app = create_app()
+    assert app.extensions["session_mw"].config.idle_timeout == 600
+    c = app.test_client()
+    c.post("/shop/add")
+    assert c.post("/shop/add").json == ["pear", "pear"]
+
+
+def test_test_request_context_has_a_readable_session() -> None:
+    app = make_app()
+    with app.test_request_context("/"):
+        assert isinstance(session._get_current_object(), FlaskSession)  # type: ignore[attr-defined]
+        assert session.get("cart") is None and current_session().user_id is None
+
+
+def test_settings_from_app_config_and_their_precedence() -> None:
+    flask_defaults = Flask(__name__).config
+    assert config_from_flask(flask_defaults) == SessionConfig()  # Flask's defaults never weaken ours
+    c = config_from_flask(
+        {
+            **flask_defaults,
+            "SESSION_COOKIE_NAME": "shop",
+            "SESSION_COOKIE_SAMESITE": "Strict",
+            "PERMANENT_SESSION_LIFETIME": timedelta(hours=1),
+            "SESSION_COOKIE_SECURE": False,
+            "SESSION_MW_COOKIE_NAME": "wins",
+        }
+    )
+    assert c.cookie_name == "wins" and c.cookie_samesite == "strict"
+    assert (c.absolute_timeout, c.idle_timeout) == (3600, 1800) and c.cookie_secure is True
+    c = config_from_flask({"PERMANENT_SESSION_LIFETIME": timedelta(minutes=10)})
+    assert (c.absolute_timeout, c.idle_timeout) == (600, 600)
+    assert config_from_flask({"SESSION_MW_COOKIE_SECURE": "false"}).cookie_secure is False
+
+
+def test_prefixed_env_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_SESSION_MW_IDLE_TIMEOUT", "300")
+    app = Flask(__name__)
+    app.config.from_prefixed_env()
+    FlaskSessions(app)
+    assert app.extensions["session_mw"].config.idle_timeout == 300
