@@ -13,6 +13,7 @@ Only steps 2-3 of the adapter touch the store, and only as the outcome says.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -85,16 +86,39 @@ class Outcome:
 
 NOTHING = Outcome()
 UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
+BUSY_BODY = b"Session busy with another request; please retry shortly.\n"
 
 
-def unavailable_headers(config: SessionConfig) -> list[tuple[str, str]]:
-    """Headers of the 503 both doors send when the store cannot be reached."""
+@dataclass(frozen=True, slots=True)
+class LockPlan:
+    """How a door takes the session lock: try, sleep ``waits[i]``, try again, then give up."""
+
+    key: str
+    owner: str = field(repr=False)
+    lease: float
+    waits: tuple[float, ...]
+
+
+def unavailable_headers(config: SessionConfig, body: bytes = UNAVAILABLE_BODY) -> list[tuple[str, str]]:
+    """Headers of the 503 both doors send when the store cannot be reached (or the session stays locked)."""
     return [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Retry-After", str(config.retry_after)),
         ("Cache-Control", "no-store"),
-        ("Content-Length", str(len(UNAVAILABLE_BODY))),
+        ("Content-Length", str(len(body))),
     ]
+
+
+def _backoff(total: float) -> tuple[float, ...]:
+    """Sleeps of 5 ms doubling to 100 ms, adding up to ``total`` seconds."""
+    waits: list[float] = []
+    delay, spent = 0.005, 0.0
+    while spent < total:
+        step = min(delay, total - spent)
+        waits.append(step)
+        spent += step
+        delay = min(delay * 2, 0.1)
+    return tuple(waits)
 
 
 class Engine:
@@ -117,6 +141,8 @@ class Engine:
         self._touch_interval = float(config.effective_touch_interval)
         self._idle = float(config.idle_timeout)
         self._absolute = float(config.absolute_timeout)
+        self._lock_waits = _backoff(config.lock_timeout)
+        self._lock_lease = max(30.0, 3 * config.lock_timeout)
 
     def __repr__(self) -> str:
         return f"Engine(cookie={self.cookies.name!r}, store_url=<hidden>)"
@@ -124,6 +150,8 @@ class Engine:
     # -- request in ----------------------------------------------------------------
 
     def begin(self, cookie_header: str | None) -> Incoming:
+        if not cookie_header:
+            return Incoming()
         token, presented = self.cookies.read(cookie_header)
         if token is None:
             if presented:
@@ -131,14 +159,21 @@ class Engine:
             return Incoming(presented=presented)
         return Incoming(token=token, key=self.digest(token), presented=True)
 
+    def lock_plan(self, incoming: Incoming) -> LockPlan | None:
+        """The lock to hold from load to save, when ``locking`` is on and there is a session to lock."""
+        if not self.config.locking or incoming.key is None:
+            return None
+        return LockPlan(incoming.key, secrets.token_hex(16), self._lock_lease, self._lock_waits)
+
     def touch(self) -> Touch:
         return Touch(self.clock(), self._touch_interval, self._idle)
 
     def open(self, incoming: Incoming, record: Record | None, user_agent: str = "") -> Session:
         """The session the app sees, from what the store returned (None: no live session)."""
         now = self.clock()
-        session = self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
-        self._fill(session, incoming, record)
+        session = self.session_class(None, created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
+        if incoming.presented:
+            self._fill(session, incoming, record)
         return session
 
     def lazy(self, incoming: Incoming, user_agent: str, load: Callable[[str, Touch], Record | None]) -> Session:
@@ -182,6 +217,8 @@ class Engine:
         Returns ``NOTHING`` (whose ``rules`` is None) when there is nothing to do at all, so
         the doors can skip looking at the response headers.
         """
+        if session is not None and not (session.accessed or incoming.presented):
+            return NOTHING  # the app never used the session and the browser sent none
         out = self._decide(incoming, session, status)
         if out.write is None and out.delete is None and not (out.expire_cookie or out.vary):
             return NOTHING

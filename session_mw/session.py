@@ -45,7 +45,8 @@ class Session(dict[str, Any]):
         remember: bool = False,
         user_agent: str = "",
     ) -> None:
-        super().__init__(data or ())
+        if data:
+            dict.update(self, data)
         self.accessed = False
         self.modified = False
         self._new = new
@@ -270,13 +271,21 @@ class Session(dict[str, Any]):
     # -- for the engine ------------------------------------------------------------
 
     def changes(self, dumps: Any) -> tuple[dict[str, bytes], tuple[str, ...]]:
-        """Encodings of the keys that differ from what was loaded, and the keys removed."""
+        """Encodings of the keys that differ from what was loaded, and the keys removed.
+
+        Without a mutator call only a list or dict value can have changed (in place), so a
+        read-only request re-encodes just those.
+        """
         loaded = self._loaded
         changed = {}
+        everything = self.modified
         for key, value in dict.items(self):
-            encoded = dumps(value)
-            if loaded.get(key) != encoded:
-                changed[key] = encoded
+            if everything or isinstance(value, (list, dict)):
+                encoded = dumps(value)
+                if loaded.get(key) != encoded:
+                    changed[key] = encoded
+        if not everything:
+            return changed, ()
         removed = tuple(k for k in loaded if not dict.__contains__(self, k))
         return changed, removed
 

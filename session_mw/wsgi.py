@@ -9,22 +9,23 @@ door, made by the same engine.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 from .config import SessionConfig
-from .engine import UNAVAILABLE_BODY, Engine, Outcome, unavailable_headers
-from .errors import StoreUnavailable
+from .engine import BUSY_BODY, UNAVAILABLE_BODY, Engine, LockPlan, Outcome, unavailable_headers
+from .errors import ConfigError, SessionConflict, StoreUnavailable
 from .manage import SessionManager
 from .session import Session
 from .stores import open_store
-from .stores.base import Store
+from .stores.base import LockingStore, Record, Store, Touch
 
 log = logging.getLogger("session_mw")
 
 SESSION_KEY = "session_mw.session"
-MANAGER_KEY = "session_mw.manager"
+STATE_KEY = "session_mw"  # (middleware, incoming): what session_manager() needs, built only on demand
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -47,16 +48,28 @@ class WSGISessionMiddleware:
         self.engine = engine or Engine(config)
         self.store = store if store is not None else open_store(config)
         self._exclude = config.exclude_paths
-        self._unavailable_headers = unavailable_headers(config)
+        if config.locking and not isinstance(self.store, LockingStore):
+            raise ConfigError(f"locking=True needs a store with locks; {type(self.store).__name__} has none")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self._exclude and environ.get("PATH_INFO", "").startswith(self._exclude):
             return self.app(environ, start_response)
         engine = self.engine
         incoming = engine.begin(environ.get("HTTP_COOKIE"))
-        session = engine.lazy(incoming, environ.get("HTTP_USER_AGENT", ""), self.store.load)
+        lock = engine.lock_plan(incoming)
+        held: list[LockPlan] = []
+        load = self.store.load
+        if lock is not None:
+
+            def load(key: str, touch: Touch) -> Record | None:  # the lock first, then the load
+                if not self._acquire(lock):
+                    raise SessionConflict("the session stayed locked by another request")
+                held.append(lock)
+                return self.store.load(key, touch)
+
+        session = engine.lazy(incoming, environ.get("HTTP_USER_AGENT", ""), load)
         environ[SESSION_KEY] = session
-        environ[MANAGER_KEY] = SessionManager(self.store, engine.touch, session, incoming)
+        environ[STATE_KEY] = (self, incoming)
         state: list[bool] = []  # [replaced] once start_response has run
 
         def start_with_session(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
@@ -66,8 +79,10 @@ class WSGISessionMiddleware:
             except StoreUnavailable as exc:
                 log.warning("session store unavailable: %s", exc)
                 state.append(True)
-                start_response("503 Service Unavailable", list(self._unavailable_headers), exc_info)
+                start_response("503 Service Unavailable", unavailable_headers(self.config), exc_info)
                 return _discard
+            finally:
+                self._release(held)
             state.append(False)
             if outcome.rules is not None:
                 headers = headers + outcome.headers(applied, headers)
@@ -75,13 +90,36 @@ class WSGISessionMiddleware:
 
         try:
             body = self.app(environ, start_with_session)
-        except StoreUnavailable as exc:  # the lazy load failed inside the app
-            log.warning("session store unavailable: %s", exc)
-            start_response("503 Service Unavailable", list(self._unavailable_headers), None)
-            return [UNAVAILABLE_BODY]
+        except (StoreUnavailable, SessionConflict) as exc:  # the lazy load failed inside the app
+            self._release(held)
+            unavailable = isinstance(exc, StoreUnavailable)
+            if unavailable:
+                log.warning("session store unavailable: %s", exc)
+            reply = UNAVAILABLE_BODY if unavailable else BUSY_BODY
+            start_response("503 Service Unavailable", unavailable_headers(self.config, reply), None)
+            return [reply]
+        except BaseException:
+            self._release(held)
+            raise
         if state == [False]:
             return body  # the usual case: headers decided, body passes through untouched
-        return _Body(body, state)
+        return _Body(body, state, lambda: self._release(held))
+
+    def _acquire(self, lock: LockPlan) -> bool:
+        acquire = self.store.acquire_lock  # type: ignore[attr-defined]
+        for wait in lock.waits:
+            if acquire(lock.key, lock.owner, lock.lease):
+                return True
+            time.sleep(wait)
+        return bool(acquire(lock.key, lock.owner, lock.lease))
+
+    def _release(self, held: list[LockPlan]) -> None:
+        while held:
+            lock = held.pop()
+            try:
+                self.store.release_lock(lock.key, lock.owner)  # type: ignore[attr-defined]
+            except StoreUnavailable:
+                log.warning("could not release a session lock; its lease will end it")
 
     def _apply(self, outcome: Outcome) -> bool:
         if outcome.delete is not None:
@@ -98,9 +136,10 @@ def _discard(data: bytes) -> None:
 class _Body:
     """The body of an app that started its response late, or whose response became a 503."""
 
-    def __init__(self, body: Iterable[bytes], state: list[bool]) -> None:
+    def __init__(self, body: Iterable[bytes], state: list[bool], on_close: Callable[[], None]) -> None:
         self._body = body
         self._state = state
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._body:
@@ -111,9 +150,12 @@ class _Body:
             yield UNAVAILABLE_BODY
 
     def close(self) -> None:
-        close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._on_close()
 
 
 def session_of(environ: dict[str, Any]) -> Session:
@@ -128,10 +170,10 @@ def session_of(environ: dict[str, Any]) -> Session:
 def session_manager(environ: dict[str, Any]) -> SessionManager:
     """The per-user session operations of a WSGI request (list, revoke, revoke_all)."""
     try:
-        manager: SessionManager = environ[MANAGER_KEY]
+        middleware, incoming = environ[STATE_KEY]
     except KeyError:
         raise RuntimeError("session_mw.wsgi.WSGISessionMiddleware must wrap the app to manage sessions") from None
-    return manager
+    return SessionManager(middleware.store, middleware.engine.touch, environ[SESSION_KEY], incoming)
 
 
 __all__ = ["SESSION_KEY", "WSGISessionMiddleware", "session_manager", "session_of"]

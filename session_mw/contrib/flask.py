@@ -22,8 +22,8 @@ from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 
 from ..config import SessionConfig
-from ..engine import UNAVAILABLE_BODY, Engine, unavailable_headers
-from ..errors import StoreUnavailable
+from ..engine import BUSY_BODY, UNAVAILABLE_BODY, Engine, unavailable_headers
+from ..errors import SessionConflict, StoreUnavailable
 from ..manage import SessionManager
 from ..session import Session
 from ..stores import open_store
@@ -89,7 +89,7 @@ def config_from_flask(app_config: Mapping[str, Any]) -> SessionConfig:
         flask_keys["absolute_timeout"] = seconds
         flask_keys["idle_timeout"] = min(seconds, _DEFAULT_IDLE)
     ours = {k: v for k, v in app_config.items() if isinstance(k, str) and k.startswith("SESSION_MW_")}
-    explicit = {k[len("SESSION_MW_"):].lower() for k in ours}
+    explicit = {k[len("SESSION_MW_") :].lower() for k in ours}
     flask_keys = {k: v for k, v in flask_keys.items() if k not in explicit}
     if "idle_timeout" in flask_keys and "idle_timeout" not in explicit and "absolute_timeout" in explicit:
         del flask_keys["idle_timeout"]
@@ -137,12 +137,14 @@ class FlaskSessions:
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = ServerSideSessionInterface(middleware)
         app.register_error_handler(StoreUnavailable, _store_unavailable)
+        app.register_error_handler(SessionConflict, _store_unavailable)
         app.extensions["session_mw"] = middleware
 
 
-def _store_unavailable(exc: StoreUnavailable) -> Response:
+def _store_unavailable(exc: Exception) -> Response:
     config: SessionConfig = current_app.extensions["session_mw"].config
-    return Response(UNAVAILABLE_BODY, 503, headers=unavailable_headers(config))
+    body = UNAVAILABLE_BODY if isinstance(exc, StoreUnavailable) else BUSY_BODY
+    return Response(body, 503, headers=unavailable_headers(config, body))
 
 
 def session_manager() -> SessionManager:

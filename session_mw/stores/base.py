@@ -112,3 +112,27 @@ class AsyncStore(Protocol):
     async def gc(self, now: float) -> int: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LockingStore(Protocol):
+    """A store that can serialize the requests of one session (``locking=True``).
+
+    A lock is a lease: it ends by itself after ``lease`` seconds, so a crashed worker never
+    blocks a session for longer than that.
+    """
+
+    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        """Take the lock of session ``key`` for ``owner`` unless someone else holds it."""
+
+    def release_lock(self, key: str, owner: str) -> None:
+        """Give the lock back, only if ``owner`` still holds it."""
+
+
+@runtime_checkable
+class AsyncLockingStore(Protocol):
+    """The asyncio face of ``LockingStore``."""
+
+    async def acquire_lock(self, key: str, owner: str, lease: float) -> bool: ...
+
+    async def release_lock(self, key: str, owner: str) -> None: ...

@@ -24,6 +24,7 @@ class MemoryStore:
         self._records: dict[str, tuple[Record, float]] = {}
         self._users: dict[str, set[str]] = {}
         self._expiry: list[tuple[float, str]] = []
+        self._locks: dict[str, tuple[str, float]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._records)})"
@@ -119,6 +120,21 @@ class MemoryStore:
     def gc(self, now: float) -> int:
         with self._lock:
             return self._collect(self._clock())
+
+    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is not None and held[1] > now and held[0] != owner:
+                return False
+            self._locks[key] = (owner, now + lease)
+            return True
+
+    def release_lock(self, key: str, owner: str) -> None:
+        with self._lock:
+            held = self._locks.get(key)
+            if held is not None and held[0] == owner:
+                del self._locks[key]
 
     def close(self) -> None:
         pass

@@ -85,7 +85,23 @@ end
 return out
 """
 
-_SCRIPTS = {"load": _LOAD, "write": _WRITE, "delete": _DELETE, "user_sessions": _USER_SESSIONS}
+_LOCK = """
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SCRIPTS = {
+    "load": _LOAD,
+    "write": _WRITE,
+    "delete": _DELETE,
+    "user_sessions": _USER_SESSIONS,
+    "lock": _LOCK,
+    "unlock": _UNLOCK,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +204,13 @@ class RedisPlans:
 
         return Plan("user_sessions", (self.user_key(user_id),), (f"{self.prefix}s:",), decode)
 
+    def plan_lock(self, key: str, owner: str, lease: float) -> Plan[bool]:
+        args = (owner, max(1, int(lease * 1000)))
+        return Plan("lock", (f"{self.prefix}l:{key}",), args, lambda reply: bool(int(reply)))
+
+    def plan_unlock(self, key: str, owner: str) -> Plan[None]:
+        return Plan("unlock", (f"{self.prefix}l:{key}",), (owner,), lambda reply: None)
+
 
 def _translate(exc: Exception) -> StoreError:
     if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
@@ -235,6 +258,12 @@ class RedisStore(RedisPlans):
     def gc(self, now: float) -> int:
         return 0  # Redis expires sessions itself (PEXPIRE); user indexes are cleaned as read
 
+    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        return self._run(self.plan_lock(key, owner, lease))
+
+    def release_lock(self, key: str, owner: str) -> None:
+        self._run(self.plan_unlock(key, owner))
+
     def close(self) -> None:
         self.client.close()
 
@@ -280,6 +309,12 @@ class AsyncRedisStore(RedisPlans):
 
     async def gc(self, now: float) -> int:
         return 0
+
+    async def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        return await self._run(self.plan_lock(key, owner, lease))
+
+    async def release_lock(self, key: str, owner: str) -> None:
+        await self._run(self.plan_unlock(key, owner))
 
     async def close(self) -> None:
         await self.client.aclose()

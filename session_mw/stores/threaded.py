@@ -45,5 +45,13 @@ class AsyncFromSync:
     async def gc(self, now: float) -> int:
         return await self._call(self.sync.gc, now)
 
+    async def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        acquire: Callable[[str, str, float], bool] = self.sync.acquire_lock  # type: ignore[attr-defined]
+        return await self._call(acquire, key, owner, lease)
+
+    async def release_lock(self, key: str, owner: str) -> None:
+        release: Callable[[str, str], None] = self.sync.release_lock  # type: ignore[attr-defined]
+        await self._call(release, key, owner)
+
     async def close(self) -> None:
         await self._call(self.sync.close)

@@ -6,6 +6,7 @@ requests and responses, so the behaviour suite is the same for all of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,14 @@ def _race(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
     return 200, "ok"
 
 
+def _slow_add(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    cart = list(s.get("cart", []))
+    time.sleep(float(body.get("sleep", 0.3)))  # a slow read-modify-write: the classic lost update
+    s["cart"] = [*cart, body["item"]]
+    return 200, {"cart": s["cart"]}
+
+
 def _plain(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
     return 200, "hello"
 
@@ -82,6 +91,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/boom"): _boom,
     ("POST", "/remember"): _remember,
     ("POST", "/race"): _race,
+    ("POST", "/slow-add"): _slow_add,
     ("GET", "/plain"): _plain,
 }
 # routes that need the per-user manager: name of the manager call, and how to show its result
@@ -93,6 +103,7 @@ PLAIN_HEADERS = {"/plain": {"Cache-Control": "max-age=60"}}
 
 
 def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
+    import anyio.to_thread
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -109,7 +120,8 @@ def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
             call, show = MANAGED[key]
             status, result = 200, show(await getattr(session_manager(request), call)())
         else:
-            status, result = ROUTES[key](lambda: session_of(request), body)
+            # handlers are sync: run them in a thread so concurrent requests really overlap
+            status, result = await anyio.to_thread.run_sync(ROUTES[key], lambda: session_of(request), body)
         headers = PLAIN_HEADERS.get(request.url.path)
         if isinstance(result, str):
             return PlainTextResponse(result, status, headers=headers)

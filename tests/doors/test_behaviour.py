@@ -6,8 +6,11 @@ Each test drives the real ASGI or WSGI interface with a sync HTTP client; the st
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -337,5 +340,54 @@ def test_the_store_is_down_503_then_back(door: str, redis_server: RedisServer, k
         redis_server.start()
         statuses = [c.get("/cart").status_code for _ in range(3)]
         assert statuses[-1] == 200 and c.get("/cart").json()["cart"] == []  # Redis restarted empty
+    finally:
+        made.close()
+
+
+@pytest.mark.parametrize("locking", [False, True])
+def test_locking_serializes_the_requests_of_one_session(
+    door: str, store_url: str, key_prefix: str, locking: bool
+) -> None:
+    config = SessionConfig(store_url=store_url, key_prefix=key_prefix, locking=locking, lock_timeout=10)
+    store = open_async_store(config) if door == "asgi" else open_store(config)
+    made = Clients(door, DOORS[door](config, store, Engine(config)))
+    try:
+        first = made.new()
+        token = token_of(first.post("/cart", json={"item": "first"}))
+        assert token
+        tabs = [made.new() for _ in range(3)]
+        barrier = threading.Barrier(len(tabs))
+
+        def add(tab: httpx.Client, item: str) -> int:
+            barrier.wait()
+            return tab.post("/slow-add", json={"item": item, "sleep": 0.3}, headers=cookie(token)).status_code
+
+        with ThreadPoolExecutor(len(tabs)) as pool:
+            statuses = list(pool.map(add, tabs, ["a", "b", "c"]))
+        assert statuses == [200, 200, 200]
+        cart = first.get("/cart", headers=cookie(token)).json()["cart"]
+        if locking:
+            assert sorted(cart) == ["a", "b", "c", "first"]
+        else:  # without the lock, the overlapping read-modify-writes overwrite each other
+            assert len(cart) < 4
+    finally:
+        made.close()
+
+
+def test_a_lock_held_too_long_gives_503_busy(door: str, store_url: str, key_prefix: str) -> None:
+    config = SessionConfig(store_url=store_url, key_prefix=key_prefix, locking=True, lock_timeout=0.2)
+    store = open_async_store(config) if door == "asgi" else open_store(config)
+    made = Clients(door, DOORS[door](config, store, Engine(config)))
+    try:
+        first, second = made.new(), made.new()
+        token = token_of(first.post("/cart", json={"item": "first"}))
+        assert token
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(first.post, "/slow-add", json={"item": "x", "sleep": 1.0}, headers=cookie(token))
+            time.sleep(0.3)
+            r = second.get("/cart", headers=cookie(token))
+            assert r.status_code == 503 and r.text.startswith("Session busy") and r.headers["retry-after"] == "5"
+            assert slow.result().status_code == 200
+        assert second.get("/cart", headers=cookie(token)).json()["cart"] == ["first", "x"]
     finally:
         made.close()
