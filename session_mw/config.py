@@ -18,7 +18,9 @@ from .errors import ConfigError
 
 ENV_PREFIX = "SESSION_MW_"
 SameSite = Literal["lax", "strict", "none"]
-DEFAULT_STORE_URL = "memory://"
+#: The embedded default: a SQLite file under the working directory, shared by every worker
+#: started there (and by no other app, unlike a per-user location would be).
+DEFAULT_STORE_URL = "sqlite:///.session_mw/sessions.db"
 
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _TRUE = frozenset({"1", "true", "yes", "on"})

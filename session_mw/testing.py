@@ -5,7 +5,7 @@ fresh, empty ``Store`` (or an ``AsyncStore`` wrapped in ``SyncFromAsync``)::
 
     from session_mw.testing import StoreContract
 
-    class TestMyStore(StoreContract):
+    class TestMyStore(StoreContract, LockContract):   # LockContract only if it has locks
         @pytest.fixture
         def store(self):
             s = MyStore(...)
@@ -59,6 +59,14 @@ class SyncFromAsync:
 
     def gc(self, now: float) -> int:
         return self._run(lambda: self.store.gc(now))
+
+    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        acquire: Any = self.store.acquire_lock  # type: ignore[attr-defined]
+        return bool(self._run(lambda: acquire(key, owner, lease)))
+
+    def release_lock(self, key: str, owner: str) -> None:
+        release: Any = self.store.release_lock  # type: ignore[attr-defined]
+        self._run(lambda: release(key, owner))
 
     def close(self) -> None:
         self._run(self.store.close)
@@ -233,4 +241,24 @@ class StoreContract:
         assert record is not None and record.data == odd
 
 
-__all__ = ["StoreContract", "SyncFromAsync", "meta", "pytest"]
+class LockContract:
+    """For stores that offer ``locking=True`` (``LockingStore``): the lease-based session lock."""
+
+    def test_one_owner_at_a_time(self, store: Any) -> None:
+        assert store.acquire_lock(_digest(1), "a", 5.0) is True
+        assert store.acquire_lock(_digest(1), "b", 5.0) is False
+        assert store.acquire_lock(_digest(2), "b", 5.0) is True  # another session is another lock
+        assert store.acquire_lock(_digest(1), "a", 5.0) is True  # the owner may renew
+        store.release_lock(_digest(1), "b")  # not the owner: nothing happens
+        assert store.acquire_lock(_digest(1), "b", 5.0) is False
+        store.release_lock(_digest(1), "a")
+        assert store.acquire_lock(_digest(1), "b", 5.0) is True
+
+    def test_a_lease_ends_by_itself(self, store: Any) -> None:
+        assert store.acquire_lock(_digest(1), "crashed", 0.2) is True
+        assert store.acquire_lock(_digest(1), "next", 5.0) is False
+        time.sleep(0.35)
+        assert store.acquire_lock(_digest(1), "next", 5.0) is True
+
+
+__all__ = ["LockContract", "StoreContract", "SyncFromAsync", "meta", "pytest"]

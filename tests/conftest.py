@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -138,6 +139,12 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def _private_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default store is a SQLite file under the working directory: keep each test's apart."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def _scheme(url: str) -> str:
 
 
 def open_store(config: SessionConfig) -> Store:
-    """The sync store named by ``config.store_url``."""
+    """The sync store named by ``config.store_url`` (the SQLite file is opened on first use)."""
     scheme = _scheme(config.store_url)
     if scheme == "memory":
         from .memory import MemoryStore
@@ -26,6 +26,10 @@ def open_store(config: SessionConfig) -> Store:
         return RedisStore.from_url(
             config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout
         )
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(config.store_url, busy_timeout=config.store_socket_timeout)
     raise ConfigError(f"store_url scheme {scheme!r} is not supported by this version")
 
 

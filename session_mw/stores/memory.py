@@ -95,6 +95,7 @@ class MemoryStore:
                 self._unindex(record.meta.user_id, op.key)
                 record.meta = op.meta
             else:
+                self._drop(op.key)  # a create replaces whatever was there, index entry included
                 if op.old_key is not None:
                     self._drop(op.old_key)
                 record = Record(dict(op.set), op.meta)

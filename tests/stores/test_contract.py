@@ -10,16 +10,16 @@ from session_mw.config import SessionConfig
 from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.memory import MemoryStore
 from session_mw.stores.threaded import AsyncFromSync
-from session_mw.testing import StoreContract, SyncFromAsync
+from session_mw.testing import LockContract, StoreContract, SyncFromAsync
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, LockContract):
     @pytest.fixture
     def store(self) -> Iterator[Store]:
         yield MemoryStore()
 
 
-class TestMemoryStoreAsyncFace(StoreContract):
+class TestMemoryStoreAsyncFace(StoreContract, LockContract):
     @pytest.fixture
     def store(self) -> Iterator[Store]:
         s = SyncFromAsync(AsyncFromSync(MemoryStore(), offload=True))
@@ -27,7 +27,7 @@ class TestMemoryStoreAsyncFace(StoreContract):
         s.close()
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, LockContract):
     @pytest.fixture
     def store(self, redis_url: str, key_prefix: str) -> Iterator[Store]:
         s = open_store(SessionConfig(store_url=redis_url, key_prefix=key_prefix))
@@ -35,7 +35,7 @@ class TestRedisStore(StoreContract):
         s.close()
 
 
-class TestRedisStoreAsyncFace(StoreContract):
+class TestRedisStoreAsyncFace(StoreContract, LockContract):
     @pytest.fixture
     def store(self, redis_url: str, key_prefix: str) -> Iterator[Store]:
         s = SyncFromAsync(open_async_store(SessionConfig(store_url=redis_url, key_prefix=key_prefix)))

@@ -1,0 +1,350 @@
+"""``python -m session_mw``: look at and clean a session store from a shell.
+
+The store holds digests of tokens, never tokens, so nothing printed here can log anyone in;
+listings show only the first 16 hex characters of a digest.
+
+Exit codes: 0 done, 1 no session matched, 2 bad usage or configuration, 3 store unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from .config import ENV_PREFIX, SessionConfig
+from .errors import ConfigError, StoreError, StoreUnavailable
+from .manage import SessionInfo, SessionManager
+from .stores import Store, open_store
+from .stores.base import Touch
+
+if TYPE_CHECKING:
+    from .stores.redis import RedisStore
+    from .stores.sqlite import SQLiteStore
+
+EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+PROG = "python -m session_mw"
+_DIGEST = re.compile(r"^[0-9a-f]{12,64}$")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _printable(text: str) -> str:
+    """User agents come from request headers: never let one drive the operator's terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- backends: what each store can report beyond the Store protocol --------------------------
+
+
+class Ops(Protocol):
+    """The ops a backend supports; ``store`` is the plain sync ``Store``."""
+
+    @property
+    def store(self) -> Store: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def matching(self, prefix: str) -> list[str]: ...
+
+    def gc(self, progress: Callable[[int], None]) -> int | None: ...
+
+    def describe(self, stats: dict[str, Any]) -> list[str]: ...
+
+
+class SQLiteOps:
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def stats(self) -> dict[str, Any]:
+        s = self.store.stats()
+        return {
+            "backend": "sqlite",
+            "path": s["path"],
+            "sessions": s["sessions"],
+            "users": s["users"],
+            "expired_awaiting_gc": s["expired"],
+            "size_bytes": s["file_bytes"] + s["wal_bytes"],
+            "file_bytes": s["file_bytes"],
+            "wal_bytes": s["wal_bytes"],
+        }
+
+    def describe(self, stats: dict[str, Any]) -> list[str]:
+        return [
+            f"store: sqlite ({stats['path']})",
+            f"live sessions: {stats['sessions']}",
+            f"users: {stats['users']}",
+            f"expired, awaiting gc: {stats['expired_awaiting_gc']}",
+            f"size: {stats['size_bytes']} bytes ({stats['file_bytes']} file + {stats['wal_bytes']} WAL)",
+        ]
+
+    def matching(self, prefix: str) -> list[str]:
+        return self.store.digests_with_prefix(prefix, limit=2)
+
+    def gc(self, progress: Callable[[int], None]) -> int | None:
+        total = 0
+        for removed in self.store.gc_batches():
+            total += removed
+            if removed:
+                progress(total)
+        return total
+
+
+class RedisOps:
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+
+    def _pattern(self, rest: str) -> str:
+        return re.sub(r"([\\*?\[\]])", r"\\\1", self.store.prefix) + rest
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        from redis import exceptions as redis_errors
+
+        try:
+            return fn()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis cannot be reached: {type(exc).__name__}") from None
+        except redis_errors.RedisError as exc:
+            raise StoreError(f"Redis refused a command: {type(exc).__name__}") from None
+
+    def _count(self, pattern: str) -> int:
+        return sum(1 for _ in self.store.client.scan_iter(match=pattern, count=1000))
+
+    def stats(self) -> dict[str, Any]:
+        sessions = self._call(lambda: self._count(self._pattern("s:*")))
+        users = self._call(lambda: self._count(self._pattern("u:*")))
+        memory = self._call(lambda: self.store.client.info("memory"))
+        return {
+            "backend": "redis",
+            "key_prefix": self.store.prefix,
+            "sessions": sessions,
+            "users": users,
+            "size_bytes": int(memory.get("used_memory", 0)),
+        }
+
+    def describe(self, stats: dict[str, Any]) -> list[str]:
+        return [
+            f"store: redis (key prefix {stats['key_prefix']!r})",
+            f"live sessions: {stats['sessions']}",
+            f"users: {stats['users']} (per-user indexes; may include users whose sessions just expired)",
+            f"size: {stats['size_bytes']} bytes (used_memory of the whole Redis server)",
+        ]
+
+    def matching(self, prefix: str) -> list[str]:
+        client, cut = self.store.client, len(self.store.prefix) + 2
+        if len(prefix) == 64:
+            return [prefix] if self._call(lambda: client.exists(self.store.session_key(prefix))) else []
+        keys = self._call(lambda: list(client.scan_iter(match=self._pattern(f"s:{prefix}*"), count=1000)))
+        return sorted(k.decode()[cut:] if isinstance(k, bytes) else str(k)[cut:] for k in keys)
+
+    def gc(self, progress: Callable[[int], None]) -> int | None:
+        return None  # Redis expires sessions itself (a TTL on every session key)
+
+
+def _open_store(config: SessionConfig) -> Store:
+    """The sync store of ``config``; SQLite is opened here until ``open_store`` knows it."""
+    try:
+        return open_store(config)
+    except ConfigError:
+        if _scheme(config.store_url) != "sqlite":
+            raise
+    from .stores.sqlite import SQLiteStore
+
+    return SQLiteStore.from_url(config.store_url)
+
+
+def _open(config: SessionConfig) -> Ops:
+    scheme = _scheme(config.store_url)
+    if scheme == "memory":
+        raise ConfigError(
+            "memory:// lives inside one process: there is nothing to manage from another one; "
+            "pass --store-url with a sqlite:// or redis:// URL"
+        )
+    store = _open_store(config)
+    if scheme in _REDIS_SCHEMES:
+        from .stores.redis import RedisStore
+
+        if isinstance(store, RedisStore):
+            return RedisOps(store)
+    from .stores.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return SQLiteOps(store)
+    store.close()
+    raise ConfigError(f"the CLI does not support {scheme}:// stores")
+
+
+def _config(args: argparse.Namespace, environ: dict[str, str]) -> SessionConfig:
+    overrides: dict[str, Any] = {}
+    if args.store_url is not None:
+        overrides["store_url"] = args.store_url
+    elif not any(k.upper() == f"{ENV_PREFIX}STORE_URL" for k in environ):
+        raise ConfigError(f"no store given: pass --store-url or set {ENV_PREFIX}STORE_URL")
+    if args.key_prefix is not None:
+        overrides["key_prefix"] = args.key_prefix
+    return SessionConfig.from_env(environ=environ, **overrides)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _manager(ops: Ops) -> SessionManager:
+    # idle_timeout=inf: the store's own expiry already reflects the app's idle timeout, which
+    # this process may not know; the absolute deadline (stored in each session) still applies
+    return SessionManager(ops.store, lambda: Touch(time.time(), 0.0, math.inf))
+
+
+def cmd_stats(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    stats = ops.stats()
+    if args.json:
+        print(json.dumps(stats, sort_keys=True), file=out)
+    else:
+        print("\n".join(ops.describe(stats)), file=out)
+    return EXIT_OK
+
+
+def _row(info: SessionInfo) -> dict[str, Any]:
+    return {
+        "digest_prefix": info.digest[:16],
+        "user_id": info.user_id,
+        "created_at": _iso(info.created_at),
+        "last_seen": _iso(info.last_seen),
+        "user_agent": info.user_agent,
+        "remember": info.remember,
+    }
+
+
+def cmd_list(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    rows = [_row(info) for info in _manager(ops).list(args.user)]
+    if args.json:
+        print(json.dumps(rows), file=out)
+        return EXIT_OK
+    if not rows:
+        print(f"no live sessions for user {_printable(args.user)!r}", file=err)
+        return EXIT_OK
+    print(f"{'DIGEST PREFIX':<18}{'CREATED (UTC)':<22}{'LAST SEEN (UTC)':<22}USER AGENT", file=out)
+    for row in rows:
+        agent = _printable(row["user_agent"]) or "-"
+        print(f"{row['digest_prefix']:<18}{row['created_at']:<22}{row['last_seen']:<22}{agent}", file=out)
+    return EXIT_OK
+
+
+def cmd_revoke(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    manager = _manager(ops)
+    if args.user is not None:
+        count = manager.revoke_all(args.user)
+        print(f"revoked {count} session{'s' * (count != 1)} of user {_printable(args.user)!r}", file=out)
+        return EXIT_OK
+    prefix = args.session_digest.strip().lower()
+    if not _DIGEST.match(prefix):
+        raise ConfigError("--session-digest takes a 64-character hex digest or a unique prefix of at least 12")
+    found = ops.matching(prefix)
+    if not found:
+        print(f"no live session has a digest starting with {prefix}", file=err)
+        return EXIT_NO_MATCH
+    if len(found) > 1:
+        raise ConfigError(f"the prefix {prefix} matches more than one session; give more characters")
+    manager.revoke(found[0])
+    print(f"revoked session {found[0][:16]}", file=out)
+    return EXIT_OK
+
+
+def cmd_gc(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    total = ops.gc(lambda n: print(f"collected {n} sessions...", file=err, flush=True))
+    if total is None:
+        print("nothing to do: Redis expires sessions itself", file=out)
+    else:
+        print(f"removed {total} expired session{'s' * (total != 1)}", file=out)
+    return EXIT_OK
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def _common(default: Any) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store-url", default=default, help=f"the app's store URL (default: ${ENV_PREFIX}STORE_URL)")
+    common.add_argument(
+        "--key-prefix", default=default, help=f"Redis key prefix (default: ${ENV_PREFIX}KEY_PREFIX or session_mw:)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and clean a session_mw store (SQLite or Redis).",
+        epilog="exit codes: 0 done, 1 no session matched, 2 bad usage or configuration, 3 store unavailable",
+        parents=[_common(None)],
+    )
+    # SUPPRESS: an option given before the subcommand is not reset by the subcommand's default
+    sub_common = _common(argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stats = commands.add_parser("stats", parents=[sub_common], help="live sessions, users and store size")
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+    stats.set_defaults(run=cmd_stats)
+
+    listing = commands.add_parser("list", parents=[sub_common], help="a user's live sessions")
+    listing.add_argument("--user", required=True, help="the user id the app logged in")
+    listing.add_argument("--json", action="store_true", help="a JSON array")
+    listing.set_defaults(run=cmd_list)
+
+    revoke = commands.add_parser("revoke", parents=[sub_common], help="end sessions now")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", help="every session of this user (log out everywhere)")
+    which.add_argument(
+        "--session-digest", metavar="DIGEST", help="one session: its 64-hex digest or a unique prefix (>= 12)"
+    )
+    revoke.set_defaults(run=cmd_revoke)
+
+    gc = commands.add_parser("gc", parents=[sub_common], help="delete expired sessions (SQLite)")
+    gc.set_defaults(run=cmd_gc)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one command; returns the exit code (usage errors exit 2 from argparse)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    args = build_parser().parse_args(argv)
+    try:
+        ops = _open(_config(args, dict(os.environ) if environ is None else environ))
+        try:
+            code: int = args.run(ops, args, out, err)
+            return code
+        finally:
+            ops.store.close()
+    except ConfigError as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=err)
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        print(f"{PROG}: store unavailable: {_one_line(exc)}", file=err)
+        return EXIT_UNAVAILABLE
+    except StoreError as exc:
+        print(f"{PROG}: store error: {_one_line(exc)}", file=err)
+        return EXIT_UNAVAILABLE

@@ -1,0 +1,551 @@
+"""SQLite store: one file shared by every process and thread of an app, stdlib ``sqlite3`` only.
+
+Layout: a row per session in ``sessions`` (the metadata, the GC deadline ``expires_at`` and
+the per-user index as the ``user_id`` column) and a row per app key in ``session_values``,
+so an update writes only the keys that changed. The file runs in WAL mode, so readers never
+wait for the writer; every write is one ``BEGIN IMMEDIATE`` transaction, so a
+read-modify-write is atomic across processes.
+
+``expires_at`` is on the wall clock (``time.time()``), like a Redis TTL: a row past it is
+treated as absent at once, and deleted later by ``gc`` or by the small batch of collection
+that every few hundred writes pay for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypedDict
+
+from ..errors import ConfigError, StoreError, StoreUnavailable
+from .base import Meta, Record, Touch, Write
+
+log = logging.getLogger("session_mw.stores.sqlite")
+
+#: The schema version this code writes (stored in ``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+
+#: ``_MIGRATIONS[n]`` takes a file from version ``n - 1`` to version ``n``; version 0 is an
+#: empty file. They run in one transaction, so a file is never left half-migrated.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """
+        CREATE TABLE sessions (
+            digest TEXT PRIMARY KEY NOT NULL,
+            user_id TEXT,
+            created_at REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            absolute_deadline REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            user_agent TEXT NOT NULL DEFAULT '',
+            remember INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        """
+        CREATE TABLE session_values (
+            digest TEXT NOT NULL REFERENCES sessions (digest) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (digest, name)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX sessions_user_id ON sessions (user_id)",
+        "CREATE INDEX sessions_expires_at ON sessions (expires_at)",
+        """
+        CREATE TABLE session_locks (
+            digest TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+}
+_TABLES = {
+    "sessions": {
+        "digest",
+        "user_id",
+        "created_at",
+        "last_seen",
+        "absolute_deadline",
+        "expires_at",
+        "user_agent",
+        "remember",
+    },
+    "session_values": {"digest", "name", "value"},
+    "session_locks": {"digest", "owner", "expires_at"},
+}
+
+_LOAD_META = (
+    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember "
+    "FROM sessions WHERE digest = ? AND expires_at > ?"
+)
+_LOAD_VALUES = "SELECT name, value FROM session_values WHERE digest = ?"
+_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ?"
+_IS_LIVE = "SELECT 1 FROM sessions WHERE digest = ? AND expires_at > ?"
+_DELETE_VALUE = "DELETE FROM session_values WHERE digest = ? AND name = ?"
+_UPSERT_VALUE = (
+    "INSERT INTO session_values (digest, name, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (digest, name) DO UPDATE SET value = excluded.value"
+)
+_UPDATE_META = (
+    "UPDATE sessions SET user_id = ?, created_at = ?, last_seen = ?, absolute_deadline = ?, expires_at = ?, "
+    "user_agent = ?, remember = ? WHERE digest = ?"
+)
+_INSERT_SESSION = (
+    "INSERT INTO sessions (user_id, created_at, last_seen, absolute_deadline, expires_at, user_agent, remember, "
+    "digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_SESSION = "DELETE FROM sessions WHERE digest = ?"  # values go with it (ON DELETE CASCADE)
+_USER_SESSIONS = (
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember "
+    "FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at, digest"
+)
+_ITER_SESSIONS = (
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember "
+    "FROM sessions WHERE digest > ? AND expires_at > ? ORDER BY digest LIMIT ?"
+)
+_LOCK = (
+    "INSERT INTO session_locks (digest, owner, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (digest) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE session_locks.expires_at <= ? OR session_locks.owner = excluded.owner"
+)
+_UNLOCK = "DELETE FROM session_locks WHERE digest = ? AND owner = ?"
+_COLLECT_LOCKS = "DELETE FROM session_locks WHERE expires_at <= ?"
+_COLLECT = "DELETE FROM sessions WHERE digest IN (SELECT digest FROM sessions WHERE expires_at <= ? LIMIT ?)"
+
+
+class SQLiteStats(TypedDict):
+    """What ``SQLiteStore.stats`` reports (for the ops CLI)."""
+
+    path: str
+    sessions: int
+    users: int
+    expired: int
+    file_bytes: int
+    wal_bytes: int
+
+
+class _UpgradeBusy(Exception):
+    """A read transaction could not become a write one (WAL never waits for that): retry."""
+
+
+def _meta(row: Any) -> Meta:
+    c, s, d, u, a, r = row
+    return Meta(float(c), float(s), float(d), u, a or "", bool(r))
+
+
+def _meta_params(meta: Meta, expires_at: float, digest: str) -> tuple[Any, ...]:
+    return (
+        meta.user_id,
+        meta.created_at,
+        meta.last_seen,
+        meta.absolute_deadline,
+        expires_at,
+        meta.user_agent,
+        int(meta.remember),
+        digest,
+    )
+
+
+def path_from_url(url: str) -> str:
+    """The file named by a SQLAlchemy-style URL: ``sqlite:///rel.db`` or ``sqlite:////abs.db``.
+
+    In-memory databases are refused: sessions must live in a file every process can open.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        raise ConfigError("a SQLite store_url must start with sqlite://")
+    if "?" in rest or "#" in rest:
+        raise ConfigError("a SQLite store_url takes no query string or fragment: use sqlite:///path/to/sessions.db")
+    if rest and not rest.startswith("/"):
+        raise ConfigError(
+            "a SQLite store_url has no host: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = rest[1:]
+    if path in ("", ":memory:"):
+        raise ConfigError(
+            "a SQLite store_url must name a file that every process shares (in-memory databases are per "
+            "process): use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    return path
+
+
+class SQLiteStore:
+    """The sync store over one SQLite file; safe for many threads and processes at once.
+
+    Connections come from a small pool (a connection is used by one thread at a time), so
+    the store works the same from request threads and from anyio's worker threads. The file
+    is checked (and created or migrated) on first use.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        gc_every: int = 200,
+        gc_interval: float = 60.0,
+        gc_batch: int = 500,
+        max_idle_connections: int = 8,
+    ) -> None:
+        raw = os.fspath(path)
+        if raw in ("", ":memory:") or raw.startswith("file:"):
+            raise ConfigError("SQLiteStore needs a plain file path (not :memory: or a file: URI)")
+        if busy_timeout <= 0 or gc_every < 1 or gc_interval < 0 or gc_batch < 1:
+            raise ConfigError("busy_timeout and gc_batch/gc_every must be positive, gc_interval >= 0")
+        # absolute now, so a later chdir never points the store at another file
+        self.path = os.path.abspath(raw)
+        if os.path.isdir(self.path):
+            raise ConfigError(f"the SQLite session store path {self.path} is a directory, not a file")
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the directory {parent} for the SQLite session store: {exc.strerror or exc}"
+            ) from None
+        self._busy_timeout = busy_timeout
+        self._gc_every = gc_every
+        self._gc_interval = gc_interval
+        self._gc_batch = gc_batch
+        self._max_idle = max_idle_connections
+        self._lock = threading.Lock()
+        self._init_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._inherited: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self._closed = False
+        self._ready = False
+        self._writes = 0
+        self._last_gc = time.monotonic()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        """``sqlite:///relative/path.db`` (from the working directory) or ``sqlite:////absolute/path.db``."""
+        return cls(path_from_url(url), **options)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore(path={self.path!r})"
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False is safe: the pool hands a connection to one thread at a time
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise self._not_a_database() from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _not_a_database(self) -> ConfigError:
+        return ConfigError(
+            f"{self.path} is not a SQLite database (or it is corrupt); refusing to touch it: "
+            "point store_url at a file of its own"
+        )
+
+    def _acquire(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._closed:
+                raise StoreError("the SQLite session store is closed")
+            if os.getpid() != self._pid:
+                # never use (or close) a connection across fork(): keep the parent's aside
+                self._inherited.extend(self._idle)
+                self._idle = []
+                self._pid = os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        conn = self._connect()
+        if not self._ready:
+            try:
+                self._prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                conn.close()
+                return
+        with self._lock:
+            if not self._closed and self._pid == os.getpid() and len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection, sqlite3 errors translated to ``StoreError``/``StoreUnavailable``."""
+        try:
+            conn = self._acquire()
+            try:
+                yield conn
+            finally:
+                self._release(conn)
+        except sqlite3.OperationalError as exc:
+            # sqlite's messages ("database is locked", "disk I/O error") never carry bound values
+            raise StoreUnavailable(f"the SQLite session store at {self.path} is unavailable: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"the SQLite session store at {self.path} failed: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+        conn.execute(begin)
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:  # some errors (SQLITE_FULL, IOERR) already rolled it back
+                with suppress(sqlite3.Error):  # the pool closes a connection still in a transaction
+                    conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- schema ----------------------------------------------------------------------
+
+    def _inspect(self, conn: sqlite3.Connection) -> tuple[int, dict[str, set[str]]]:
+        """The file's schema version and its objects (tables with their columns); read only."""
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            objects: dict[str, set[str]] = {
+                str(name): set()
+                for (name,) in conn.execute("SELECT name FROM sqlite_master")
+                if not str(name).startswith("sqlite_")
+            }
+            for table in _TABLES.keys() & objects.keys():
+                columns = conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
+                objects[table] = {str(col) for (col,) in columns}
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:
+            raise self._not_a_database() from None
+        return version, objects
+
+    def _refuse_unless_ours(self, version: int, tables: dict[str, set[str]]) -> None:
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"the SQLite session store {self.path} was created by a newer session_mw (schema version "
+                f"{version}; this version knows up to {SCHEMA_VERSION}); upgrade session_mw or use another "
+                "file. The file was left untouched."
+            )
+        if version == 0 and tables:
+            raise ConfigError(
+                f"{self.path} already holds tables or indexes that are not a session_mw store "
+                f"({', '.join(sorted(tables))}); refusing to touch it: point store_url at a file of its own"
+            )
+        if version > 0 and any(not cols <= tables.get(name, set()) for name, cols in _TABLES.items()):
+            raise ConfigError(
+                f"{self.path} has schema version {version} but not the session_mw tables; it is not a "
+                "session_mw store, refusing to touch it"
+            )
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check the file is ours (before writing a byte), then enable WAL and migrate it."""
+        with self._init_lock:
+            if self._ready:
+                return
+            version, tables = self._inspect(conn)
+            self._refuse_unless_ours(version, tables)
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode != "wal":
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            if mode != "wal":
+                raise StoreUnavailable(
+                    f"the SQLite session store at {self.path} cannot use WAL mode (journal_mode is {mode}); "
+                    "is it on a network filesystem?"
+                )
+            if version < SCHEMA_VERSION:
+                with self._transaction(conn):
+                    # another process may have created or migrated it since we looked
+                    version, tables = self._inspect(conn)
+                    self._refuse_unless_ours(version, tables)
+                    for target in range(version + 1, SCHEMA_VERSION + 1):
+                        for statement in _MIGRATIONS[target]:
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._ready = True
+
+    # -- the Store protocol ----------------------------------------------------------
+
+    def load(self, key: str, touch: Touch) -> Record | None:
+        with self._connection() as conn:
+            try:
+                return self._load(conn, key, touch, "BEGIN")
+            except _UpgradeBusy:
+                # another process was writing when the touch was due: redo it holding the write lock
+                return self._load(conn, key, touch, "BEGIN IMMEDIATE")
+
+    def _load(self, conn: sqlite3.Connection, key: str, touch: Touch, begin: str) -> Record | None:
+        with self._transaction(conn, begin):
+            row = conn.execute(_LOAD_META, (key, time.time())).fetchone()
+            if row is None:
+                return None
+            meta = _meta(row)
+            data = {str(name): bytes(value) for name, value in conn.execute(_LOAD_VALUES, (key,))}
+            if touch.due(meta):
+                try:
+                    conn.execute(_TOUCH, (touch.now, time.time() + touch.ttl_for(meta), key))
+                except sqlite3.OperationalError:
+                    if begin == "BEGIN":
+                        raise _UpgradeBusy from None
+                    raise
+            return Record(data, meta)
+
+    def write(self, op: Write) -> bool:
+        if op.mode not in ("update", "create", "rotate"):
+            raise ValueError(f"unknown write mode {op.mode!r}")
+        with self._connection() as conn, self._transaction(conn):
+            now = time.time()  # read after the write lock is held
+            params = _meta_params(op.meta, now + op.ttl, op.key)
+            if op.mode == "update":
+                if conn.execute(_IS_LIVE, (op.key, now)).fetchone() is None:
+                    return False  # deleted, expired or rotated away: never resurrect it
+                if op.delete:
+                    conn.executemany(_DELETE_VALUE, [(op.key, name) for name in op.delete])
+                conn.execute(_UPDATE_META, params)
+            else:
+                conn.execute(_DELETE_SESSION, (op.key,))
+                if op.old_key is not None:
+                    conn.execute(_DELETE_SESSION, (op.old_key,))
+                conn.execute(_INSERT_SESSION, params)
+            if op.set:
+                conn.executemany(_UPSERT_VALUE, [(op.key, name, value) for name, value in op.set.items()])
+        self._amortised_gc()
+        return True
+
+    def delete(self, key: str) -> None:
+        with self._connection() as conn:
+            conn.execute(_DELETE_SESSION, (key,))  # one statement: atomic with its cascade
+
+    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
+        with self._connection() as conn:
+            rows = conn.execute(_USER_SESSIONS, (user_id, time.time())).fetchall()
+        return [(str(row[0]), _meta(row[1:])) for row in rows]
+
+    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+        with self._connection() as conn, self._transaction(conn):
+            now = time.time()
+            return int(conn.execute(_LOCK, (key, owner, now + lease, now)).rowcount) == 1
+
+    def release_lock(self, key: str, owner: str) -> None:
+        with self._connection() as conn:
+            conn.execute(_UNLOCK, (key, owner))
+
+    def gc(self, now: float) -> int:
+        """Delete every expired row, a batch per transaction; ``now`` is ignored (wall clock)."""
+        return sum(self.gc_batches())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # -- garbage collection ------------------------------------------------------------
+
+    def gc_batches(self, batch: int | None = None) -> Iterator[int]:
+        """Collect expired rows ``batch`` at a time, yielding each batch's count (for progress).
+
+        Each batch is its own short transaction, so writers from other processes interleave.
+        """
+        size = batch or self._gc_batch
+        while True:
+            removed = self._collect(size)
+            yield removed
+            if removed < size:
+                return
+
+    def _collect(self, size: int) -> int:
+        with self._connection() as conn, self._transaction(conn):
+            # the subquery walks the expires_at index: never a full-table scan
+            now = time.time()
+            conn.execute(_COLLECT_LOCKS, (now,))  # leases of crashed workers (a handful of rows)
+            return int(conn.execute(_COLLECT, (now, size)).rowcount)
+
+    def _amortised_gc(self) -> None:
+        """Every ``gc_every`` writes (or ``gc_interval`` seconds), one batch; no sweeper needed."""
+        with self._lock:
+            self._writes += 1
+            now = time.monotonic()
+            if self._writes < self._gc_every and now - self._last_gc < self._gc_interval:
+                return
+            self._writes = 0
+            self._last_gc = now
+        try:
+            removed = self._collect(self._gc_batch)
+        except StoreError as exc:  # the write itself succeeded; the next batch will catch up
+            log.warning("SQLite session store: amortised gc skipped: %s", exc)
+            return
+        if removed:
+            log.debug("SQLite session store: collected %d expired sessions", removed)
+
+    # -- ops helpers (the CLI) -----------------------------------------------------------
+
+    def stats(self) -> SQLiteStats:
+        """Live sessions, distinct users, rows awaiting gc, and the size on disk."""
+        with self._connection() as conn, self._transaction(conn, "BEGIN"):
+            now = time.time()
+            sessions = int(conn.execute("SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)).fetchone()[0])
+            users = int(
+                conn.execute(
+                    "SELECT COUNT(DISTINCT user_id) FROM sessions WHERE expires_at > ? AND user_id IS NOT NULL",
+                    (now,),
+                ).fetchone()[0]
+            )
+            expired = int(conn.execute("SELECT COUNT(*) FROM sessions WHERE expires_at <= ?", (now,)).fetchone()[0])
+        return SQLiteStats(
+            path=self.path,
+            sessions=sessions,
+            users=users,
+            expired=expired,
+            file_bytes=_size(self.path),
+            wal_bytes=_size(self.path + "-wal"),
+        )
+
+    def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Live sessions whose digest starts with ``prefix`` (lowercase hex), at most ``limit``."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT digest FROM sessions WHERE digest >= ? AND digest < ? AND expires_at > ? "
+                "ORDER BY digest LIMIT ?",
+                (prefix, prefix + "\U0010ffff", time.time(), limit),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def iter_sessions(self, batch: int = 500) -> Iterator[tuple[str, Meta]]:
+        """Every live session, in digest order, read ``batch`` rows per query (no long read lock)."""
+        after = ""
+        while True:
+            with self._connection() as conn:
+                rows = conn.execute(_ITER_SESSIONS, (after, time.time(), batch)).fetchall()
+            for row in rows:
+                yield str(row[0]), _meta(row[1:])
+            if len(rows) < batch:
+                return
+            after = str(rows[-1][0])
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -1,0 +1,328 @@
+"""``python -m session_mw``, run as a real process against a SQLite file and a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from session_mw.stores.base import Store, Write
+from session_mw.stores.redis import RedisStore
+from session_mw.stores.sqlite import SQLiteStore
+from session_mw.testing import meta
+from session_mw.tokens import Digester, new_token
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+IDLE = 600.0
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("SESSION_MW_")}
+    environ["PYTHONPATH"] = str(ROOT)
+    environ.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "session_mw", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=60,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def one_line_error(result: Result, code: int) -> str:
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    return lines[0]
+
+
+@dataclass
+class Population:
+    """Who is in the store: digests by user; tokens are never kept."""
+
+    alice: list[str]
+    bob: str
+    anonymous: str
+
+
+def populate(store: Store) -> Population:
+    digest = Digester()
+
+    def add(user: str | None, agent: str) -> str:
+        key = digest(new_token(32))
+        assert store.write(Write("create", key, meta(user=user, user_agent=agent), IDLE, set={"cart": b"[1]"}))
+        return key
+
+    return Population(
+        alice=[add("alice", "Firefox/126"), add("alice", "Safari/17")],
+        bob=add("bob", "curl/8"),
+        anonymous=add(None, "Edge/120"),
+    )
+
+
+def unique_prefix(target: str, others: list[str], length: int = 12) -> str:
+    prefix = target[:length]
+    assert all(not o.startswith(prefix) for o in others)  # 48 random bits: never collides in practice
+    return prefix
+
+
+# -- SQLite -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[tuple[str, SQLiteStore, Population]]:
+    path = tmp_path / "sessions.db"
+    store = SQLiteStore(path)
+    people = populate(store)
+    yield f"sqlite:///{path}", store, people
+    store.close()
+
+
+def test_sqlite_stats(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, _, _ = sqlite_db
+    result = cli("stats", "--store-url", url)
+    assert result.code == 0, result
+    assert "live sessions: 4" in result.out and "users: 2" in result.out and "bytes" in result.out
+    data = json.loads(cli("--store-url", url, "stats", "--json").out)  # the option may come first too
+    assert data["backend"] == "sqlite" and data["sessions"] == 4 and data["users"] == 2
+    assert data["size_bytes"] > 0
+
+
+def test_the_store_url_may_come_from_the_environment(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, _, _ = sqlite_db
+    result = cli("stats", "--json", env={"SESSION_MW_STORE_URL": url})
+    assert result.code == 0 and json.loads(result.out)["sessions"] == 4
+
+
+def test_a_relative_sqlite_url_is_resolved_from_the_working_directory(
+    sqlite_db: tuple[str, SQLiteStore, Population],
+) -> None:
+    _, store, _ = sqlite_db
+    path = Path(store.path)
+    result = cli("stats", "--json", "--store-url", f"sqlite:///{path.name}", cwd=path.parent)
+    assert result.code == 0 and json.loads(result.out)["sessions"] == 4
+
+
+def test_sqlite_list(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, _, people = sqlite_db
+    result = cli("list", "--user", "alice", "--store-url", url)
+    assert result.code == 0, result
+    lines = result.out.strip().splitlines()
+    assert lines[0].split()[:2] == ["DIGEST", "PREFIX"]
+    assert len(lines) == 3
+    for key in people.alice:
+        assert key[:16] in result.out and key not in result.out  # prefixes only
+    assert "Firefox/126" in result.out and "Safari/17" in result.out
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result.out)
+
+    rows = json.loads(cli("list", "--user", "alice", "--json", "--store-url", url).out)
+    assert sorted(r["digest_prefix"] for r in rows) == sorted(k[:16] for k in people.alice)
+    assert {r["user_agent"] for r in rows} == {"Firefox/126", "Safari/17"}
+    assert all(r["created_at"].endswith("Z") for r in rows)
+
+    assert json.loads(cli("list", "--user", "nobody", "--json", "--store-url", url).out) == []
+    empty = cli("list", "--user", "nobody", "--store-url", url)
+    assert empty.code == 0 and empty.out == "" and "no live sessions" in empty.err
+
+
+def test_sqlite_revoke_user(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, store, people = sqlite_db
+    result = cli("revoke", "--user", "alice", "--store-url", url)
+    assert result.code == 0 and "revoked 2 sessions" in result.out
+    assert store.user_sessions("alice") == []
+    assert [k for k, _ in store.user_sessions("bob")] == [people.bob]
+    assert store.stats()["sessions"] == 2
+
+
+def test_sqlite_revoke_by_digest_prefix(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, store, people = sqlite_db
+    prefix = unique_prefix(people.bob, [*people.alice, people.anonymous])
+    result = cli("revoke", "--session-digest", prefix.upper(), "--store-url", url)
+    assert result.code == 0 and people.bob[:16] in result.out, result
+    assert store.user_sessions("bob") == []
+    assert store.stats()["sessions"] == 3
+
+    full = cli("revoke", "--session-digest", people.anonymous, "--store-url", url)
+    assert full.code == 0 and store.stats()["sessions"] == 2
+
+    again = cli("revoke", "--session-digest", prefix, "--store-url", url)
+    assert again.code == 1 and "no live session" in again.err
+
+
+def test_sqlite_revoke_refuses_short_malformed_or_ambiguous_digests(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    for n in (1, 2):
+        store.write(Write("create", f"{n:064x}", meta(), IDLE, set={"a": b"1"}))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for bad in ("abc", "0" * 11, "z" * 64, "0" * 65):
+        refused = cli("revoke", "--session-digest", bad, "--store-url", url)
+        assert "64-character hex digest" in one_line_error(refused, 2)
+    ambiguous = cli("revoke", "--session-digest", "0" * 12, "--store-url", url)
+    assert "more than one session" in one_line_error(ambiguous, 2)
+    assert store.stats()["sessions"] == 2
+    store.close()
+
+
+def test_revoke_needs_exactly_one_target(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, _, people = sqlite_db
+    assert cli("revoke", "--store-url", url).code == 2
+    assert cli("revoke", "--user", "alice", "--session-digest", people.bob, "--store-url", url).code == 2
+
+
+def test_sqlite_gc_reports_progress(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, store, _ = sqlite_db
+    past = time.time() - 10
+    with sqlite3.connect(store.path) as conn:
+        conn.executemany(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(f"{n:064x}", "ghost", past, past, past, past, "", 0) for n in range(1_200)],
+        )
+    conn.close()
+    result = cli("gc", "--store-url", url)
+    assert result.code == 0, result
+    assert result.err.splitlines() == [
+        "collected 500 sessions...",
+        "collected 1000 sessions...",
+        "collected 1200 sessions...",
+    ]
+    assert result.out.strip() == "removed 1200 expired sessions"
+    assert store.stats()["sessions"] == 4 and store.stats()["expired"] == 0
+    assert cli("gc", "--store-url", url).out.strip() == "removed 0 expired sessions"
+
+
+def test_a_file_from_a_newer_version_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    before = path.read_bytes()
+    line = one_line_error(cli("stats", "--store-url", f"sqlite:///{path}"), 2)
+    assert "created by a newer session_mw" in line
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store-url", "postgres://db/sessions"], "store_url must start with"),
+        (["--store-url", "sqlite://"], "every process shares"),
+        (["--store-url", "sqlite:///:memory:"], "every process shares"),
+        (["--store-url", "memory://"], "nothing to manage"),
+        ([], "no store given"),
+    ],
+)
+def test_bad_store_urls_exit_2_with_one_line(args: list[str], message: str) -> None:
+    assert message in one_line_error(cli("stats", *args), 2)
+
+
+def test_a_bad_setting_in_the_environment_exits_2(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, _, _ = sqlite_db
+    line = one_line_error(cli("stats", "--store-url", url, env={"SESSION_MW_IDLE_TIMEOUT": "soon"}), 2)
+    assert "SESSION_MW_IDLE_TIMEOUT" in line
+
+
+def test_usage_errors_exit_2() -> None:
+    assert cli().code == 2
+    assert cli("explode").code == 2
+    assert cli("list").code == 2  # --user is required
+    help_ = cli("--help")
+    assert help_.code == 0 and "stats" in help_.out and "exit codes" in help_.out
+
+
+# -- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_pop(redis_url: str, key_prefix: str) -> Iterator[tuple[list[str], RedisStore, Population]]:
+    store = RedisStore(redis.Redis.from_url(redis_url), key_prefix)
+    people = populate(store)
+    yield ["--store-url", redis_url, "--key-prefix", key_prefix], store, people
+    store.close()
+
+
+def test_redis_stats(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
+    opts, _, _ = redis_pop
+    result = cli("stats", *opts)
+    assert result.code == 0, result
+    assert "live sessions: 4" in result.out and "users: 2" in result.out
+    data = json.loads(cli("stats", "--json", *opts).out)
+    assert data["backend"] == "redis" and (data["sessions"], data["users"]) == (4, 2)
+    assert data["size_bytes"] > 0
+
+
+def test_redis_stats_escape_glob_characters_in_the_prefix(redis_url: str, key_prefix: str) -> None:
+    prefix = key_prefix + "[a]*?"
+    store = RedisStore(redis.Redis.from_url(redis_url), prefix)
+    populate(store)
+    sibling = RedisStore(redis.Redis.from_url(redis_url), key_prefix + "a!?")  # matched by the glob unescaped
+    populate(sibling)
+    data = json.loads(cli("stats", "--json", "--store-url", redis_url, "--key-prefix", prefix).out)
+    assert (data["sessions"], data["users"]) == (4, 2)
+    store.close()
+    sibling.close()
+
+
+def test_redis_prefix_from_the_environment(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
+    opts, store, _ = redis_pop
+    env = {"SESSION_MW_STORE_URL": opts[1], "SESSION_MW_KEY_PREFIX": store.prefix}
+    assert json.loads(cli("stats", "--json", env=env).out)["sessions"] == 4
+
+
+def test_redis_list(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
+    opts, _, people = redis_pop
+    result = cli("list", "--user", "alice", *opts)
+    assert result.code == 0, result
+    for key in people.alice:
+        assert key[:16] in result.out and key not in result.out
+    rows = json.loads(cli("list", "--user", "alice", "--json", *opts).out)
+    assert sorted(r["digest_prefix"] for r in rows) == sorted(k[:16] for k in people.alice)
+
+
+def test_redis_revoke_user_and_digest(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
+    opts, store, people = redis_pop
+    result = cli("revoke", "--user", "alice", *opts)
+    assert result.code == 0 and "revoked 2 sessions" in result.out
+    assert store.user_sessions("alice") == []
+
+    prefix = unique_prefix(people.bob, [*people.alice, people.anonymous])
+    result = cli("revoke", "--session-digest", prefix, *opts)
+    assert result.code == 0 and people.bob[:16] in result.out, result
+    assert store.user_sessions("bob") == []  # the per-user index went with it
+
+    assert cli("revoke", "--session-digest", people.anonymous, *opts).code == 0
+    assert json.loads(cli("stats", "--json", *opts).out)["sessions"] == 0
+    assert cli("revoke", "--session-digest", people.anonymous, *opts).code == 1
+
+
+def test_redis_gc_has_nothing_to_do(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
+    opts, _, _ = redis_pop
+    result = cli("gc", *opts)
+    assert result.code == 0 and result.out.strip() == "nothing to do: Redis expires sessions itself"
+
+
+@pytest.mark.parametrize("command", [["stats"], ["list", "--user", "alice"], ["revoke", "--user", "alice"]])
+def test_unreachable_redis_exits_3(command: list[str]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    line = one_line_error(cli(*command, "--store-url", url), 3)
+    assert "store unavailable" in line and "Redis cannot be reached" in line
