@@ -8,6 +8,7 @@ pydantic settings objects (``session_mw_idle_timeout``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -115,10 +116,14 @@ class SessionConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], prefix: str = ENV_PREFIX, **overrides: Any) -> SessionConfig:
-        """Build from ``PREFIX_NAME`` keys (case-insensitive); unknown ``PREFIX_`` keys are errors.
+    def from_mapping(
+        cls, mapping: Mapping[str, Any], prefix: str = ENV_PREFIX, *, strict: bool = True, **overrides: Any
+    ) -> SessionConfig:
+        """Build from ``PREFIX_NAME`` keys (case-insensitive).
 
-        Values may be typed (``True``, ``600``) or strings as in the environment (``"true"``, ``"600"``).
+        Values may be typed (``True``, ``600``) or strings as in the environment (``"true"``,
+        ``"600"``). An unknown ``PREFIX_`` key is a typo: a ``ConfigError`` when ``strict``, else
+        a warning on the ``session_mw`` logger.
         """
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
@@ -128,7 +133,11 @@ class SessionConfig:
                 continue
             name = key[len(prefix) :].lower()
             if name not in fields:
-                raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(fields))}")
+                message = f"unknown setting {key!r}; known settings: {', '.join(sorted(fields))}"
+                if strict:
+                    raise ConfigError(message)
+                logging.getLogger("session_mw").warning("%s (ignored)", message)
+                continue
             if raw is None:
                 continue
             values[name] = _coerce(key, fields[name].type, raw)
@@ -139,8 +148,12 @@ class SessionConfig:
     def from_env(
         cls, prefix: str = ENV_PREFIX, environ: Mapping[str, str] | None = None, **overrides: Any
     ) -> SessionConfig:
-        """Build from ``SESSION_MW_*`` environment variables; unset ones keep their defaults."""
-        return cls.from_mapping(os.environ if environ is None else environ, prefix, **overrides)
+        """Build from ``SESSION_MW_*`` environment variables; unset ones keep their defaults.
+
+        The environment is shared with other tools, so an unknown ``SESSION_MW_*`` variable is
+        logged as a warning, not refused; a malformed value of a known one is still an error.
+        """
+        return cls.from_mapping(os.environ if environ is None else environ, prefix, strict=False, **overrides)
 
 
 def _redact(name: str, value: Any) -> Any:

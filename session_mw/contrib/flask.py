@@ -1,8 +1,12 @@
 """Flask: ``flask.session`` becomes the server-side session.
 
     app = Flask(__name__)
-    app.config.from_prefixed_env()      # SESSION_MW_* from the environment, or set keys directly
-    FlaskSessions(app)                  # or ext = FlaskSessions(); ext.init_app(app)
+    app.config["SESSION_MW_IDLE_TIMEOUT"] = 600   # settings in app.config, any way Flask loads them
+    FlaskSessions(app)                            # or ext = FlaskSessions(); ext.init_app(app)
+
+Settings, highest first: ``SESSION_MW_*`` keys of ``app.config`` (``app.config.from_prefixed_env()``
+puts ``FLASK_SESSION_MW_*`` variables there), then ``SESSION_MW_*`` environment variables, then
+Flask's own cookie keys where the app changed them, then session_mw's defaults.
 
 The extension wraps ``app.wsgi_app`` in the WSGI middleware, so Flask goes through exactly the
 same door as any WSGI app; its ``SessionInterface`` only hands Flask the middleware's session.
@@ -11,6 +15,7 @@ same door as any WSGI app; its ``SessionInterface`` only hands Flask the middlew
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import timedelta
@@ -32,6 +37,7 @@ from ..wsgi import SESSION_KEY, WSGISessionMiddleware
 from ..wsgi import session_manager as _environ_manager
 
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
+_PREFIX = "SESSION_MW_"
 _DEFAULT_IDLE: int = next(f.default for f in fields(SessionConfig) if f.name == "idle_timeout")  # type: ignore[assignment]
 
 
@@ -48,52 +54,91 @@ class FlaskSession(Session, SessionMixin):
 
 
 class FlaskSerializer:
-    """Flask's tagged JSON, so ``Markup`` flashes, tuples, bytes and datetimes come back as they went in.
+    """Plain JSON for plain values; Flask's tagged JSON for what plain JSON cannot carry.
 
-    Plain values (str, numbers, lists, dicts) encode exactly as in the ASGI door, so a FastAPI and
-    a Flask app can share sessions on one store.
+    ``Markup`` (flashed HTML), ``bytes`` and datetimes come back as they went in. Plain values
+    (str, numbers, lists, dicts) encode exactly as in the ASGI door, so a FastAPI app and a
+    Flask app share sessions on one store; tuples come back as lists, as in any JSON session.
     """
+
+    _TAGGED_MARK = b'{" '  # how every tagged value (and only a tagged or escaped one) begins
 
     def __init__(self) -> None:
         self._tagged = TaggedJSONSerializer()
+        try:
+            import orjson
+        except ImportError:  # without orjson, always the tagged encoding
+            self._orjson: Any = None
+        else:
+            self._orjson = orjson
+            self._options = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
     def dumps(self, value: Any) -> bytes:
+        if self._orjson is not None:
+            try:
+                plain: bytes = self._orjson.dumps(value, option=self._options, default=_not_plain)
+            except TypeError:
+                pass
+            else:
+                if self._TAGGED_MARK not in plain:
+                    return plain
         return self._tagged.dumps(value).encode()
 
     def loads(self, data: bytes) -> Any:
+        if self._orjson is not None and self._TAGGED_MARK not in data:
+            return self._orjson.loads(data)
         return self._tagged.loads(data.decode())
 
 
-def config_from_flask(app_config: Mapping[str, Any]) -> SessionConfig:
-    """``SESSION_MW_*`` keys first; then Flask's own cookie keys where they were changed from Flask's defaults.
+def _not_plain(value: Any) -> Any:
+    raise TypeError("needs the tagged encoding")
+
+
+def config_from_flask(app_config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> SessionConfig:
+    """Settings, highest first: ``SESSION_MW_*`` keys of ``app_config``; ``SESSION_MW_*`` variables
+    of ``environ`` (default: ``os.environ``); Flask's own cookie keys where the app changed them.
 
     Flask's ``SESSION_COOKIE_SECURE=False`` default cannot switch Secure off (set
     ``SESSION_MW_COOKIE_SECURE`` for that), and ``SESSION_COOKIE_HTTPONLY`` is ignored: the
     cookie is always HttpOnly.
     """
-    flask_keys: dict[str, Any] = {}
+    env = os.environ if environ is None else environ
+    layered = _flask_cookie_settings(app_config)
+    derived_idle = "idle_timeout" in layered
+    known = {f.name for f in fields(SessionConfig)}
+    env_names = {k[len(_PREFIX) :].lower() for k in env if k.startswith(_PREFIX)} & known
+    if env_names:
+        from_env = SessionConfig.from_env(environ=env)
+        layered.update({name: getattr(from_env, name) for name in env_names})
+    ours = {k: v for k, v in app_config.items() if isinstance(k, str) and k.upper().startswith(_PREFIX)}
+    app_names = {k[len(_PREFIX) :].lower() for k in ours}
+    layered = {k: v for k, v in layered.items() if k not in app_names}
+    explicit = env_names | app_names
+    if derived_idle and "idle_timeout" not in explicit and "absolute_timeout" in explicit:
+        del layered["idle_timeout"]  # the lifetime was overridden: so is the idle timeout it implied
+    return SessionConfig.from_mapping(ours, **layered)
+
+
+def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Flask's own session keys that mean the same as ours, where they differ from Flask's defaults."""
+    out: dict[str, Any] = {}
     name = app_config.get("SESSION_COOKIE_NAME")
     if name and name != "session":
-        flask_keys["cookie_name"] = name
+        out["cookie_name"] = name
     if app_config.get("SESSION_COOKIE_DOMAIN"):
-        flask_keys["cookie_domain"] = app_config["SESSION_COOKIE_DOMAIN"]
+        out["cookie_domain"] = app_config["SESSION_COOKIE_DOMAIN"]
     if app_config.get("SESSION_COOKIE_PATH"):
-        flask_keys["cookie_path"] = app_config["SESSION_COOKIE_PATH"]
+        out["cookie_path"] = app_config["SESSION_COOKIE_PATH"]
     if app_config.get("SESSION_COOKIE_SAMESITE"):
-        flask_keys["cookie_samesite"] = str(app_config["SESSION_COOKIE_SAMESITE"]).lower()
+        out["cookie_samesite"] = str(app_config["SESSION_COOKIE_SAMESITE"]).lower()
     if app_config.get("SESSION_COOKIE_SECURE") is True:
-        flask_keys["cookie_secure"] = True
+        out["cookie_secure"] = True
     lifetime = app_config.get("PERMANENT_SESSION_LIFETIME")
     if lifetime is not None and lifetime != _FLASK_LIFETIME_DEFAULT:
         seconds = int(lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime)
-        flask_keys["absolute_timeout"] = seconds
-        flask_keys["idle_timeout"] = min(seconds, _DEFAULT_IDLE)
-    ours = {k: v for k, v in app_config.items() if isinstance(k, str) and k.startswith("SESSION_MW_")}
-    explicit = {k[len("SESSION_MW_") :].lower() for k in ours}
-    flask_keys = {k: v for k, v in flask_keys.items() if k not in explicit}
-    if "idle_timeout" in flask_keys and "idle_timeout" not in explicit and "absolute_timeout" in explicit:
-        del flask_keys["idle_timeout"]
-    return SessionConfig.from_mapping(ours, **flask_keys)
+        out["absolute_timeout"] = seconds
+        out["idle_timeout"] = min(seconds, _DEFAULT_IDLE)
+    return out
 
 
 class ServerSideSessionInterface(SessionInterface):

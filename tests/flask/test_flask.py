@@ -9,7 +9,7 @@ import pytest
 from flask import Blueprint, Flask, flash, get_flashed_messages, jsonify, session
 from markupsafe import Markup
 
-from session_mw import SessionConfig
+from session_mw import ConfigError, SessionConfig
 from session_mw.contrib.flask import FlaskSession, FlaskSessions, config_from_flask, current_session
 
 
@@ -141,3 +141,43 @@ def test_prefixed_env_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     app.config.from_prefixed_env()
     FlaskSessions(app)
     assert app.extensions["session_mw"].config.idle_timeout == 300
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["apple", {"n": 1, "é": [True, None, 1.5]}],
+        Markup("<b>x</b>"),
+        b"\x00bytes",
+        {" t": ["looks", "tagged"]},
+        {"nested": [Markup("<i>y</i>")]},
+        '{" x',
+    ],
+)
+def test_flask_values_round_trip_with_their_types(value: Any) -> None:
+    from session_mw.contrib.flask import FlaskSerializer
+
+    s = FlaskSerializer()
+    back = s.loads(s.dumps(value))
+    assert back == value and type(back) is type(value)
+
+
+def test_plain_values_encode_as_in_the_asgi_door() -> None:
+    from session_mw.contrib.flask import FlaskSerializer
+    from session_mw.serializers import default_serializer
+
+    value = {"cart": ["apple", "pear"], "n": 3}
+    assert FlaskSerializer().dumps(value) == default_serializer().dumps(value)
+    assert FlaskSerializer().loads(default_serializer().dumps(value)) == value
+
+
+def test_environment_settings_sit_between_app_config_and_flask_keys() -> None:
+    env = {"SESSION_MW_IDLE_TIMEOUT": "900", "SESSION_MW_COOKIE_NAME": "envname", "SESSION_MW_REQUIRE_REDIS": "1"}
+    c = config_from_flask({"SESSION_MW_COOKIE_NAME": "appname", "SESSION_COOKIE_NAME": "flaskname"}, env)
+    assert (c.cookie_name, c.idle_timeout) == ("appname", 900)
+    c = config_from_flask(
+        {"PERMANENT_SESSION_LIFETIME": timedelta(minutes=10)}, {"SESSION_MW_ABSOLUTE_TIMEOUT": "3600"}
+    )
+    assert (c.absolute_timeout, c.idle_timeout) == (3600, 1800)  # the lifetime, and the idle it implied, yield
+    with pytest.raises(ConfigError, match="SESSION_MW_IDLE_TIMOUT"):
+        config_from_flask({"SESSION_MW_IDLE_TIMOUT": 5}, {})  # a typo in app.config is an error

@@ -1,0 +1,223 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "flask>=3.0",
+#     "gunicorn>=22.0",
+#     "jinja2>=3.1",
+#     "redis>=5.0",
+# ]
+# ///
+"""A small fruit shop on Flask with server-side sessions from session_mw.
+
+Run it from the repository root (session_mw itself is imported from the checkout)::
+
+    export SESSION_MW_COOKIE_SECURE=false
+    python -m gunicorn --workers 2 --threads 4 --bind 127.0.0.1:8000 examples.flask_app:app
+    uv run examples/flask_app.py        # or Flask's development server; port from $PORT or 8000
+
+then open http://127.0.0.1:8000/ and sign in as ``alice`` / ``wonderland`` or ``bob`` / ``builder``.
+``SESSION_MW_COOKIE_SECURE=false`` is only for plain-http development: in production keep
+the default (``true``) and serve over HTTPS. Keep ``--threads``: a browser's speculative
+pre-connections would otherwise block a single-threaded worker.
+
+Settings come from ``SESSION_MW_*`` environment variables, copied into ``app.config`` (where
+``FlaskSessions`` reads them, see ``config_from_flask``); the memory store lives inside one
+process, so use a shared store with several workers, e.g.::
+
+    SESSION_MW_STORE_URL=redis://127.0.0.1:6379/0 python -m gunicorn --workers 4 --threads 4 examples.flask_app:app
+    SESSION_MW_STORE_URL=memory:// python -m gunicorn --workers 1 --threads 4 examples.flask_app:app
+
+Routes (the same as the FastAPI example's):
+
+* ``GET /``: the shop page; a login form, or the account panel with the active sessions.
+* ``POST /login`` (form ``username``, ``password``), ``POST /logout``.
+* ``GET /api/me``; ``GET|POST /api/cart`` (JSON ``{"item": "apple"}``, works anonymously).
+* ``GET /api/sessions``, ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
+
+``flask.session`` is the server-side session (no ``SECRET_KEY``: nothing is signed, the cookie
+is a random token); ``current_session()`` is the same object, typed, for ``user_id``,
+``regenerate()`` and ``invalidate()``.
+
+Cross-site request forgery: the session cookie is ``SameSite=Lax`` (session_mw's default),
+so browsers do not send it with cross-site POSTs; the JSON routes also insist on a JSON
+content type, which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if not __package__:  # run as a script: make `examples` and the checkout's `session_mw` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flask import Flask, Response, jsonify, redirect, request, session, url_for
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
+
+from examples.shop_common import (
+    MAX_CART_ITEMS,
+    MAX_JSON_BODY,
+    InvalidItem,
+    cart_items,
+    check_password,
+    new_nonce,
+    page_headers,
+    render_home,
+    validate_item,
+)
+from session_mw import SessionConfig
+from session_mw.contrib.flask import FlaskSessions, current_session, session_manager
+from session_mw.stores.base import Store
+
+NOT_LOGGED_IN = {"error": "not logged in"}
+MAX_FORM_BYTES = 16 * 1024  # the login form is two short fields
+
+
+class ApiError(Exception):
+    """A client error on a JSON route; answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json_object() -> dict[str, Any]:
+    """The request's JSON object body, or an ``ApiError`` (never a 500) for anything else."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
+    if (request.content_length or 0) > MAX_JSON_BODY:
+        raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+    body = bytearray()
+    while chunk := request.stream.read(MAX_JSON_BODY + 1):  # bounded even for a chunked body
+        body += chunk
+        if len(body) > MAX_JSON_BODY:
+            raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _not_logged_in() -> tuple[Response, int]:
+    return jsonify(NOT_LOGGED_IN), 401
+
+
+def _home_page(*, status: int = 200, error: str | None = None, username: str = "") -> Response:
+    user = current_session().user_id
+    sessions = [info.as_dict() for info in session_manager().list()] if user else []
+    nonce = new_nonce()
+    html = render_home(
+        user=user,
+        cart=cart_items(session.get("cart")),  # .get: reading must not create a session
+        sessions=sessions,
+        elevated="elevated_at" in session,
+        error=error,
+        username=username,
+        nonce=nonce,
+    )
+    return Response(html, status=status, headers=page_headers(nonce), mimetype="text/html")
+
+
+def create_app(config: SessionConfig | None = None, *, store: Store | None = None) -> Flask:
+    """The shop, with session settings from ``config`` (default: the ``SESSION_MW_*`` environment)."""
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_FORM_BYTES, MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES, MAX_FORM_PARTS=10)
+    # With no config, FlaskSessions reads SESSION_MW_* from app.config and then from the environment.
+    FlaskSessions(app, config=config, store=store)  # also answers StoreUnavailable with a 503
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> tuple[Response, int]:
+        return jsonify(error=exc.message), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> BaseResponse:
+        response = exc.get_response()  # Flask's own short HTML page (never a traceback: debug stays off)
+        if request.path.startswith("/api/"):  # ... or JSON, for the API
+            response.set_data(json.dumps({"error": exc.description}))
+            response.mimetype = "application/json"
+        return response
+
+    @app.get("/")
+    def home() -> Response:
+        return _home_page()
+
+    @app.post("/login")
+    def login() -> BaseResponse:
+        username, password = request.form.get("username"), request.form.get("password")
+        if username is None or password is None or not check_password(username, password):
+            return _home_page(status=401, error="Wrong username or password.", username=username or "")
+        current_session().user_id = username  # a new owner: session_mw moves the session to a new ID
+        session.pop("elevated_at", None)
+        return redirect(url_for("home"), 303)
+
+    @app.post("/logout")
+    def logout() -> BaseResponse:
+        current_session().invalidate()
+        return redirect(url_for("home"), 303)
+
+    @app.get("/api/me")
+    def me() -> tuple[Response, int]:
+        user = current_session().user_id
+        return jsonify(user=user), 200 if user else 401
+
+    @app.get("/api/cart")
+    def get_cart() -> Response:
+        return jsonify(items=cart_items(session.get("cart")))
+
+    @app.post("/api/cart")
+    def add_to_cart() -> Response:
+        data = _json_object()
+        try:
+            item = validate_item(data.get("item"))
+        except InvalidItem as exc:
+            raise ApiError(422, str(exc)) from None
+        cart = session.get("cart")
+        if not isinstance(cart, list):
+            cart = session["cart"] = []
+        if len(cart) >= MAX_CART_ITEMS:
+            raise ApiError(422, f"the cart is full ({MAX_CART_ITEMS} items)")
+        cart.append(item)  # a nested change: session_mw notices and saves it
+        return jsonify(items=cart_items(cart))
+
+    @app.get("/api/sessions")
+    def sessions() -> Response | tuple[Response, int]:
+        if current_session().user_id is None:
+            return _not_logged_in()
+        return jsonify(sessions=[info.as_dict() for info in session_manager().list()])
+
+    @app.post("/api/logout-everywhere")
+    def logout_everywhere() -> Response | tuple[Response, int]:
+        if current_session().user_id is None:
+            return _not_logged_in()
+        return jsonify(revoked=session_manager().revoke_all())  # this session included
+
+    @app.post("/api/elevate")
+    def elevate() -> Response | tuple[Response, int]:
+        user = current_session().user_id
+        if user is None:
+            return _not_logged_in()
+        password = _json_object().get("password")
+        if not isinstance(password, str):
+            raise ApiError(422, "'password' must be a string")
+        if not check_password(user, password):
+            return jsonify(error="wrong password"), 403
+        session["elevated_at"] = time.time()
+        current_session().regenerate()  # a change of privilege: a new session ID, the old one dies
+        return jsonify(elevated=True)
+
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "8000")), threaded=True)

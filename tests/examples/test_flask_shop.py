@@ -1,0 +1,82 @@
+"""Black-box tests of examples/flask_app.py: a real gunicorn process, driven over HTTP.
+
+The contract tests live in ``shop_suite.ShopContract`` (shared with the FastAPI shop): each runs
+against ``memory://`` (``gunicorn --workers 1 --threads 4``: a memory store is per process) and
+against a real Redis (``--workers 2 --threads 4``); more servers cover an unreachable Redis and
+two workers that must see each other's sessions. Below them, what only an in-process Flask app
+can show.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from session_mw import StoreUnavailable
+from session_mw.stores.base import Meta
+from session_mw.stores.memory import MemoryStore
+from tests.examples.shop_suite import ShopContract, hide_session_mw_env
+
+
+class TestFlaskShop(ShopContract):
+    kind = "flask"
+    workers_on_redis = 2
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose per-user index can be switched off, as a Redis outage would."""
+
+    down = False
+
+    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        return super().user_sessions(user_id)
+
+
+def test_store_outage_inside_a_view_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process: listing or revoking sessions hits the store from inside the view."""
+    hide_session_mw_env(monkeypatch)  # before the example is imported
+    from examples.flask_app import create_app
+    from session_mw import SessionConfig
+
+    store = FlakyStore()
+    app = create_app(SessionConfig(cookie_secure=False, retry_after=7), store=store)
+    client = app.test_client()
+    assert client.post("/login", data={"username": "alice", "password": "wonderland"}).status_code == 303
+    assert client.get("/api/sessions").status_code == 200
+    store.down = True
+    for response in (client.get("/api/sessions"), client.get("/"), client.post("/api/logout-everywhere")):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "7"
+        assert response.text.count("\n") == 1 and "Traceback" not in response.text
+        assert "Set-Cookie" not in response.headers
+    store.down = False
+    assert client.get("/api/me").json == {"user": "alice"}  # the session survived the outage
+    assert len(client.get("/api/sessions").json["sessions"]) == 1  # type: ignore[index]
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_session_mw_env(monkeypatch)
+    from examples.flask_app import create_app
+
+    monkeypatch.setenv("SESSION_MW_STORE_URL", "memory://")
+    monkeypatch.setenv("SESSION_MW_IDLE_TIMEOUT", "600")
+    monkeypatch.setenv("SESSION_MW_ABSOLUTE_TIMEOUT", "3600")
+    app = create_app()
+    config = app.extensions["session_mw"].config
+    assert (config.idle_timeout, config.absolute_timeout, config.store_url) == (600, 3600, "memory://")
+    assert "SECRET_KEY" not in app.config or app.config["SECRET_KEY"] is None
+
+    # SESSION_MW_COOKIE_SECURE unset: the library's default, a Secure __Host- cookie
+    response = app.test_client().post("/api/cart", json={"item": "apple"})
+    assert response.status_code == 200 and response.json == {"items": ["apple"]}
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-session=") and "; Secure" in cookie and "HttpOnly" in cookie
+
+    monkeypatch.setenv("SESSION_MW_COOKIE_SECURE", "false")
+    response = create_app().test_client().post("/api/cart", json={"item": "apple"})
+    assert response.headers["Set-Cookie"].startswith("session=") and "Secure" not in response.headers["Set-Cookie"]
+
+    monkeypatch.setenv("SESSION_MW_IDEL_TIMEOUT", "600")  # a typo is an error, not a silent default
+    with pytest.raises(Exception, match="SESSION_MW_IDEL_TIMEOUT"):
+        create_app()
