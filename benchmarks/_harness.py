@@ -401,3 +401,14 @@ class RedisProbe:
 
     def close(self) -> None:
         self._client.close()
+
+
+def sqlite_url() -> str:
+    """A SQLite store file of its own for this run (removed at exit), like the default store."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="session_mw-bench-")
+    atexit.register(shutil.rmtree, folder, True)
+    return f"sqlite:///{folder}/sessions.db"

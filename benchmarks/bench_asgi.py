@@ -49,18 +49,21 @@ from ._harness import (
     format_table,
     paired_median,
     run_interleaved,
+    sqlite_url,
     summarize,
     write_json,
 )
 
 SCENARIOS = ("no-cookie", "read", "write")
 BARE = "bare"
-CONTENDERS = (BARE, "starlette-cookie", "starsessions+redis", "ours+memory", "ours+redis")
+CONTENDERS = (BARE, "starlette-cookie", "starsessions+redis", "ours+memory", "ours+sqlite", "ours+redis")
 REDIS_CONTENDERS = ("starsessions+redis", "ours+redis")
 PATHS = {"no-cookie": "/plain", "read": "/read", "write": "/write"}
 RATIOS = (  # (label, numerator, denominator)
     ("ours+redis / starsessions+redis", "ours+redis", "starsessions+redis"),
     ("ours+memory / starlette-cookie", "ours+memory", "starlette-cookie"),
+    ("ours+sqlite / ours+memory", "ours+sqlite", "ours+memory"),
+    ("ours+sqlite / ours+redis", "ours+sqlite", "ours+redis"),
 )
 OUR_PREFIX = "session_mw_bench:"
 STAR_PREFIX = "starsessions_bench."
@@ -133,8 +136,8 @@ def build(name: str, redis_url: str) -> Contender:
             cookie_https_only=False,
         )
         contender.closers.append(client.aclose)
-    elif name in ("ours+memory", "ours+redis"):
-        url = "memory://" if name == "ours+memory" else redis_url
+    elif name in ("ours+memory", "ours+sqlite", "ours+redis"):
+        url = "memory://" if name == "ours+memory" else sqlite_url() if name == "ours+sqlite" else redis_url
         config = SessionConfig(store_url=url, cookie_secure=False, key_prefix=OUR_PREFIX)
         app.add_middleware(OurSessionMiddleware, config=config)
 

@@ -45,6 +45,7 @@ from ._harness import (
     format_table,
     paired_median,
     run_interleaved,
+    sqlite_url,
     summarize,
     write_json,
 )
@@ -61,6 +62,7 @@ CONTENDERS = (
     "flask-cookie",
     "flask-session+redis",
     "ours+memory",
+    "ours+sqlite",
     "ours+redis",
     WSGI_BARE,
     "wsgi-ours+memory",
@@ -72,6 +74,9 @@ RATIOS = (  # (label, numerator, denominator)
     ("ours+redis / flask-session+redis", "ours+redis", "flask-session+redis"),
     ("ours+redis / flask-cookie", "ours+redis", "flask-cookie"),
     ("ours+memory / flask-cookie", "ours+memory", "flask-cookie"),
+    ("ours+sqlite / flask-cookie", "ours+sqlite", "flask-cookie"),
+    ("ours+sqlite / ours+memory", "ours+sqlite", "ours+memory"),
+    ("ours+sqlite / ours+redis", "ours+sqlite", "ours+redis"),
 )
 OUR_PREFIX = "session_mw_bench:"
 FS_PREFIX = "flask_session_bench:"
@@ -165,8 +170,9 @@ class Contender:
 
 
 def build(name: str, redis_url: str) -> Contender:
+    url = "memory://" if name.endswith("memory") else sqlite_url() if name.endswith("sqlite") else redis_url
     config = SessionConfig(
-        store_url="memory://" if name.endswith("memory") else redis_url,
+        store_url=url,
         cookie_secure=False,  # the environ is plain http, like Flask's SESSION_COOKIE_SECURE=False default
         key_prefix=OUR_PREFIX,
     )
@@ -186,7 +192,7 @@ def build(name: str, redis_url: str) -> Contender:
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=FS_PREFIX)
         FlaskSessionExtension(app)
         contender.closers.append(client.close)
-    elif name in ("ours+memory", "ours+redis"):
+    elif name in ("ours+memory", "ours+sqlite", "ours+redis"):
         FlaskSessions(app, config=config)
         contender.closers.append(app.extensions["session_mw"].store.close)
     else:

@@ -141,6 +141,10 @@ def _meta_fields(meta: Meta) -> list[Any]:
     ]
 
 
+def _applied(reply: Any) -> bool:
+    return bool(int(reply))
+
+
 def _decode_record(reply: Any) -> Record | None:
     if not reply:
         return None
@@ -173,14 +177,20 @@ class RedisPlans:
         fields: list[Any] = []
         for name, value in op.set.items():
             fields += ("k:" + name, value)
-        fields += _meta_fields(op.meta)
         moved = op.previous_user != op.meta.user_id or op.old_key is not None
-        keys = (
-            self.session_key(op.key),
-            self.user_key(op.meta.user_id),
-            self.session_key(op.old_key) if op.old_key else "",
-            self.user_key(op.previous_user) if moved else "",
-        )
+        if op.mode == "update" and not moved:
+            # an update of the same user's session: only last_seen and remember can have changed,
+            # and the user index already lives until the absolute deadline
+            fields += ("_s", repr(op.meta.last_seen), "_r", "1" if op.meta.remember else "0")
+            keys: tuple[str, ...] = (self.session_key(op.key), "", "", "")
+        else:
+            fields += _meta_fields(op.meta)
+            keys = (
+                self.session_key(op.key),
+                self.user_key(op.meta.user_id),
+                self.session_key(op.old_key) if op.old_key else "",
+                self.user_key(op.previous_user) if moved else "",
+            )
         ttl_ms = max(1, int(op.ttl * 1000))
         # the index must outlive every touch of its sessions: keep it to the absolute deadline
         index_ttl_ms = max(ttl_ms, int((op.meta.absolute_deadline - op.meta.last_seen) * 1000))
@@ -194,7 +204,7 @@ class RedisPlans:
             *("k:" + d for d in op.delete),
             *fields,
         )
-        return Plan("write", keys, args, lambda reply: bool(int(reply)))
+        return Plan("write", keys, args, _applied)
 
     def plan_delete(self, key: str) -> Plan[None]:
         return Plan("delete", (self.session_key(key),), (f"{self.prefix}u:", key), lambda reply: None)

@@ -130,6 +130,10 @@ class SQLiteStats(TypedDict):
     wal_bytes: int
 
 
+class WouldBlock(Exception):
+    """``load_without_waiting`` would have had to wait: do the load in a worker thread instead."""
+
+
 class _UpgradeBusy(Exception):
     """A read transaction could not become a write one (WAL never waits for that): retry."""
 
@@ -392,6 +396,23 @@ class SQLiteStore:
             except _UpgradeBusy:
                 # another process was writing when the touch was due: redo it holding the write lock
                 return self._load(conn, key, touch, "BEGIN IMMEDIATE")
+
+    def load_without_waiting(self, key: str, touch: Touch) -> Record | None:
+        """``load``, but raise ``WouldBlock`` instead of waiting for a lock (or a first-use migration).
+
+        WAL readers never wait for writers, so this almost always succeeds at once: the async
+        face calls it on the event loop and only hops to a worker thread when it would block.
+        """
+        if not self._ready:
+            raise WouldBlock
+        with self._connection() as conn:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                return self._load(conn, key, touch, "BEGIN")
+            except (_UpgradeBusy, sqlite3.OperationalError):
+                raise WouldBlock from None
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
     def _load(self, conn: sqlite3.Connection, key: str, touch: Touch, begin: str) -> Record | None:
         with self._transaction(conn, begin):

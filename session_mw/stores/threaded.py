@@ -31,6 +31,15 @@ class AsyncFromSync:
         return await anyio.to_thread.run_sync(fn, *args)
 
     async def load(self, key: str, touch: Touch) -> Record | None:
+        nowait = getattr(self.sync, "load_without_waiting", None)
+        if nowait is not None:  # SQLite: inline unless it would block, which is rare under WAL
+            from .sqlite import WouldBlock
+
+            try:
+                record: Record | None = nowait(key, touch)
+                return record
+            except WouldBlock:
+                pass
         return await self._call(self.sync.load, key, touch)
 
     async def write(self, op: Write) -> bool:

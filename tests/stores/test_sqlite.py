@@ -436,3 +436,34 @@ def test_many_threads_share_a_bounded_pool(db: Path) -> None:
     assert errors == []
     assert len(s._idle) <= 2
     s.close()
+
+
+def test_reads_do_not_wait_for_a_writer_and_contended_touches_fall_back(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+    import threading
+
+    from session_mw.stores.base import Touch, Write
+    from session_mw.stores.sqlite import WouldBlock
+
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    m = meta()
+    store.write(Write("create", "a" * 64, m, 600, set={"x": b"1"}))
+    writer = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        not_due = Touch(m.last_seen + 1, 60, 600)
+        record = store.load_without_waiting("a" * 64, not_due)  # WAL: a reader never waits
+        assert record is not None and record.data == {"x": b"1"}
+        due = Touch(m.last_seen + 120, 60, 600)
+        with pytest.raises(WouldBlock):
+            store.load_without_waiting("a" * 64, due)  # the touch needs the write lock
+        threading.Timer(0.3, writer.execute, ("COMMIT",)).start()
+        face = AsyncFromSync(store, offload=True)
+        record = asyncio.run(face.load("a" * 64, due))  # so the async face waits in a worker thread
+        assert record is not None and record.data == {"x": b"1"}
+        again = store.load("a" * 64, Touch(m.last_seen + 121, 60, 600))
+        assert again is not None and again.meta.last_seen == m.last_seen + 120  # the touch was applied
+    finally:
+        writer.close()
+        store.close()
