@@ -119,9 +119,12 @@ def running_shop(kind: Kind, settings: dict[str, str], log: Path, workers: int =
             proc.wait(5)
 
 
-def store_settings(kind: Kind, store: str, redis_url: str | None = None) -> dict[str, str]:
+def store_settings(kind: Kind, store: str, redis_url: str | None = None, folder: Path | None = None) -> dict[str, str]:
     if store == "memory":
         return {"SESSION_MW_STORE_URL": "memory://"}
+    if store == "sqlite":  # the embedded default, one file shared by every worker
+        assert folder is not None
+        return {"SESSION_MW_STORE_URL": f"sqlite:///{folder}/sessions.db"}
     assert redis_url is not None
     return {"SESSION_MW_STORE_URL": redis_url, "SESSION_MW_KEY_PREFIX": f"ex-{kind}:{uuid.uuid4().hex}:"}
 
@@ -239,13 +242,14 @@ class ShopContract:
     kind: ClassVar[Kind]
     workers_on_redis: ClassVar[int] = 1  # a memory store lives in one process: always 1 worker there
 
-    @pytest.fixture(scope="class", params=["memory", "redis"])
+    @pytest.fixture(scope="class", params=["memory", "sqlite", "redis"])
     @classmethod
     def shop(cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         redis_url: str | None = request.getfixturevalue("redis_url") if request.param == "redis" else None
-        workers = cls.workers_on_redis if request.param == "redis" else 1
-        log = tmp_path_factory.mktemp(f"{cls.kind}-{request.param}") / "server.log"
-        with running_shop(cls.kind, store_settings(cls.kind, request.param, redis_url), log, workers) as server:
+        workers = {"memory": 1, "sqlite": 2, "redis": cls.workers_on_redis}[request.param]
+        folder = tmp_path_factory.mktemp(f"{cls.kind}-{request.param}")
+        settings = store_settings(cls.kind, request.param, redis_url, folder)
+        with running_shop(cls.kind, settings, folder / "server.log", workers) as server:
             yield server
         assert "Traceback" not in server.log_text()
 
@@ -560,9 +564,11 @@ class ShopContract:
 
     # -- several workers ------------------------------------------------------------------
 
-    def test_two_workers_share_sessions(self, redis_url: str, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("store", ["sqlite", "redis"])
+    def test_two_workers_share_sessions(self, store: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         agent = f"pytest-workers/{uuid.uuid4().hex[:8]}"
-        settings = store_settings(self.kind, "redis", redis_url)
+        redis_url = str(request.getfixturevalue("redis_url")) if store == "redis" else None
+        settings = store_settings(self.kind, store, redis_url, tmp_path)
         with running_shop(self.kind, settings, tmp_path / "server.log", workers=2) as server:
 
             def workers() -> set[str]:
