@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: interleaved timing, statistics, tables, a private Redis, JSON.
+"""Shared pieces of the benchmarks: interleaved timing, statistics, tables, a private Redis, JSON,
+and the analysis, report and command line that both benchmarks have.
 
 Nothing here knows about ASGI or WSGI. A benchmark hands ``run_interleaved`` a list of
 ``Case`` objects whose ``run(n)`` performs ``n`` requests and returns the elapsed
@@ -6,14 +7,24 @@ nanoseconds (measured with ``time.perf_counter_ns`` around the request loop only
 runner calibrates a batch size per case, warms every case up, then times one batch of
 every case per round, rotating the order each round, with the garbage collector off
 during batches and a ``gc.collect()`` between them.
+
+A benchmark describes what it compares in a ``Benchmark`` (contenders, the baseline of each,
+ratios, the Redis contenders); ``measure`` times its cases and builds the JSON report,
+``render`` and ``report`` turn that into the tables.
 """
 
 from __future__ import annotations
 
+import argparse
+import cProfile
+import functools
 import gc
+import io
 import json
 import os
 import platform
+import pstats
+import re
 import shutil
 import socket
 import statistics
@@ -412,3 +423,286 @@ def sqlite_url() -> str:
     folder = tempfile.mkdtemp(prefix="session_mw-bench-")
     atexit.register(shutil.rmtree, folder, True)
     return f"sqlite:///{folder}/sessions.db"
+
+
+# -- what both benchmarks measure and report -------------------------------------------
+
+SCENARIOS = ("no-cookie", "read", "write")
+PATHS = {"no-cookie": "/plain", "read": "/read", "write": "/write"}
+CART = ["sku-1042", "sku-2077", "sku-3301"]  # what /login stores, three strings
+OUR_PREFIX = "session_mw_bench:"
+WRITE_COMMANDS = frozenset(
+    {"set", "setex", "psetex", "getex", "getdel", "del", "unlink", "expire", "pexpire", "expireat", "pexpireat"}
+    | {"persist", "hset", "hmset", "hsetnx", "hdel", "sadd", "srem", "zadd", "zrem", "rename"}
+)
+
+Target = tuple[str, str, bool | None]
+"""(what is promised, what was measured, met: True/False, or None when not measured)."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What one benchmark compares; its analysis, tables and JSON follow from this."""
+
+    name: str  # "asgi" or "wsgi": the module is benchmarks.bench_<name>, the JSON's "benchmark"
+    contenders: tuple[str, ...]  # in the order of the tables
+    baseline: Mapping[str, str]  # contender -> the contender its overhead is paired against
+    ratios: tuple[tuple[str, str, str], ...]  # (label, numerator, denominator)
+    redis_contenders: tuple[str, ...]  # those whose Redis work per request is counted
+    packages: tuple[str, ...]  # whose versions go into the JSON
+    results: Path  # the default JSON file
+    record_baseline: bool = False  # each JSON row names its baseline
+    overhead_note: str | None = None  # a line under the first table
+    scenarios: tuple[str, ...] = SCENARIOS
+
+    @property
+    def baselines(self) -> frozenset[str]:
+        return frozenset(c for c in self.contenders if self.baseline[c] == c)
+
+
+def parse_args(
+    bench: Benchmark,
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    quick_help: str,
+    profile_help: str,
+    quick_rounds: int,
+    warmup_ms: tuple[float, float],  # (quick, default)
+) -> argparse.Namespace:
+    results = bench.results
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.bench_{bench.name}", description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--rounds", type=int, help=f"rounds of interleaved batches (default 40, quick {quick_rounds})")
+    parser.add_argument("--batch-ms", type=float, help="target duration of one batch (default 25, quick 12)")
+    parser.add_argument("--count-requests", type=int, default=500, help="requests per Redis command count")
+    parser.add_argument("--json", type=Path, default=results, help=f"where to write results (default {results})")
+    parser.add_argument("--no-json", action="store_true", help="don't write the JSON file")
+    parser.add_argument("--profile", action="store_true", help=profile_help)
+    parser.add_argument("--profile-requests", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (quick_rounds if args.quick else 40)
+    args.batch_ms = args.batch_ms or (12.0 if args.quick else 25.0)
+    args.warmup_ms = warmup_ms[0] if args.quick else warmup_ms[1]
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3")
+    return args
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def announce(server: PrivateRedis) -> None:
+    progress(f"redis {server.version()} at {server.url} ({'private' if server.private else 'REDIS_URL'})")
+
+
+def replay_cookie(contender: str, status: object, ok: bool, set_cookies: Sequence[str]) -> str:
+    """The one non-empty ``name=value`` a ``/login`` response set, to replay; ``ok``: it answered 200."""
+    cookies = [c.split(";", 1)[0].strip() for c in set_cookies]
+    cookies = [c for c in cookies if "=" in c and c.split("=", 1)[1] not in ("", '""', "''")]
+    if not ok or len(cookies) != 1:
+        raise RuntimeError(f"{contender}: login gave status {status} and cookies {list(set_cookies)}")
+    return cookies[0]
+
+
+def check_reply(
+    contender: str, scenario: str, status: object, ok: bool, body: bytes, set_cookies: Sequence[str]
+) -> None:
+    """A scenario's request must answer ``200 ok``, and without a cookie set none."""
+    if not ok or body != b"ok":
+        raise RuntimeError(f"{contender} {scenario}: status {status}, body {body!r}")
+    if scenario == "no-cookie" and set_cookies:
+        raise RuntimeError(f"{contender} no-cookie: unexpected Set-Cookie {list(set_cookies)}")
+
+
+def analyse(bench: Benchmark, cases: Sequence[Case]) -> dict[str, Any]:
+    """Per scenario and contender: statistics and the paired overhead; then the ratios."""
+    by_key = {c.key: c for c in cases}
+    out: dict[str, Any] = {"scenarios": {}, "ratios": {}}
+    for scenario in bench.scenarios:
+        rows: dict[str, Any] = {}
+        for contender in bench.contenders:
+            case = by_key[(scenario, contender)]
+            base = by_key[(scenario, bench.baseline[contender])].samples
+            row: dict[str, Any] = summarize(case.samples).as_dict()
+            row["cpu_median_us"] = round(summarize(case.cpu_samples).median, 3)
+            row["batch"] = case.batch
+            if bench.record_baseline:
+                row["baseline"] = bench.baseline[contender]
+            row["overhead_us"] = round(paired_median(case.samples, base, lambda a, b: (a - b) / 1000), 3)
+            rows[contender] = row
+        out["scenarios"][scenario] = rows
+        for label, num, den in bench.ratios:
+            a, b = by_key[(scenario, num)].samples, by_key[(scenario, den)].samples
+            over_num, over_den = rows[num]["overhead_us"], rows[den]["overhead_us"]
+            out["ratios"].setdefault(label, {})[scenario] = {
+                "total": round(paired_median(a, b, lambda x, y: x / y), 3),
+                "overhead": round(over_num / over_den, 3) if over_den > 0.05 else None,
+            }
+    return out
+
+
+def count_redis(bench: Benchmark, cases: Sequence[Case], probe: RedisProbe, requests: int) -> dict[str, Any]:
+    """Redis work per request of each Redis contender's cases, from ``requests`` untimed requests."""
+    out: dict[str, Any] = {}
+    for case in cases:
+        if case.contender not in bench.redis_contenders:
+            continue
+        diff = probe.measure(functools.partial(case.run, requests))
+        out.setdefault(case.scenario, {})[case.contender] = {
+            "requests": requests,
+            "round_trips": round(diff.reads / requests, 3),
+            "commands": round(diff.commands / requests, 3),
+            "write_commands": round(sum(c for n, c in diff.per_command.items() if n in WRITE_COMMANDS) / requests, 3),
+            "keyspace_changes": round(diff.dirty / requests, 3),
+            "per_command": {name: round(calls / requests, 3) for name, calls in diff.per_command.items()},
+        }
+    return out
+
+
+def ratio_target(results: Mapping[str, Any], label: str, limit: float) -> Target:
+    """``read`` of the ratio ``label`` (``ours / peer``) at most ``limit`` (total µs per request)."""
+    ratio = results["ratios"][label]["read"]
+    over = ratio["overhead"]
+    detail = f"{ratio['total']:.2f}x total" + (f", {over:.2f}x overhead" if over is not None else "")
+    ours, peer = label.split(" / ")
+    return (f"{ours} read <= {limit:.1f}x {peer} (total)", detail, ratio["total"] <= limit)
+
+
+def round_trip_target(results: Mapping[str, Any]) -> Target:
+    """ours+redis ``read``: one round trip and nothing written."""
+    target = "ours+redis read: 1 round trip, no data write"
+    read = results.get("redis_per_request", {}).get("read", {}).get("ours+redis")
+    if read is None:
+        return (target, "not measured", None)
+    trips, writes, changes = read["round_trips"], read["write_commands"], read["keyspace_changes"]
+    return (
+        target,
+        f"{trips:.2f} round trips, {writes:.2f} write cmds, {changes:.2f} changes",
+        trips <= 1.0 and writes == 0 and changes == 0,
+    )
+
+
+def measure(
+    bench: Benchmark,
+    cases: Sequence[Case],
+    args: argparse.Namespace,
+    server: PrivateRedis,
+    started: float,
+    targets: Callable[[dict[str, Any]], list[Target]],
+) -> dict[str, Any]:
+    """Time ``cases``, count their Redis work, judge the ``targets``: the JSON report."""
+    run_interleaved(
+        cases,
+        rounds=args.rounds,
+        target_batch_ns=int(args.batch_ms * 1e6),
+        warmup_ns=int(args.warmup_ms * 1e6),
+        progress=progress,
+    )
+    results: dict[str, Any] = {
+        "benchmark": bench.name,
+        "settings": {
+            "rounds": args.rounds,
+            "batch_ms": args.batch_ms,
+            "warmup_ms": args.warmup_ms,
+            "redis": "private redis-server" if server.private else "REDIS_URL",
+            "redis_version": server.version(),
+        },
+        "environment": environment_info(bench.packages, source_dirs=["session_mw"]),
+    }
+    results.update(analyse(bench, cases))
+    probe = RedisProbe(server.url)
+    try:
+        results["redis_per_request"] = count_redis(bench, cases, probe, args.count_requests)
+    finally:
+        probe.close()
+    results["targets"] = [{"target": t, "measured": m, "pass": ok} for t, m, ok in targets(results)]
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def render(bench: Benchmark, results: Mapping[str, Any]) -> str:
+    """The tables: times and overheads, ratios, Redis work per request (if counted), targets."""
+    lines: list[str] = []
+    rows = []
+    for scenario in bench.scenarios:
+        for i, contender in enumerate(bench.contenders):
+            r = results["scenarios"][scenario][contender]
+            spread = (r["p75_us"] - r["p25_us"]) / 2 / r["median_us"] * 100 if r["median_us"] else 0.0
+            overhead = "-" if contender in bench.baselines else f"{r['overhead_us']:+.2f}"
+            cells = [f"{r['median_us']:.2f}", f"{spread:.1f}", overhead, f"{r['cpu_median_us']:.2f}", r["batch"]]
+            rows.append([scenario if i == 0 else "", contender, *cells])
+        rows.append([""] * 7)
+    headers = ["scenario", "contender", "median us/req", "+-%", "overhead us", "cpu us/req", "batch"]
+    lines.append(format_table(headers, rows[:-1], "llrrrrr"))
+    if bench.overhead_note:
+        lines.append(bench.overhead_note)
+    lines.append("")
+    ratio_rows = []
+    for label, _num, _den in bench.ratios:
+        for kind in ("total", "overhead"):
+            values = (results["ratios"][label][scenario][kind] for scenario in bench.scenarios)
+            ratio_rows.append([f"{label} ({kind})", *("n/a" if v is None else f"{v:.2f}x" for v in values)])
+    lines.append(format_table(["ratio", *bench.scenarios], ratio_rows))
+    counts = results.get("redis_per_request")
+    if counts:
+        lines.append("")
+        count_rows = []
+        for scenario in bench.scenarios:
+            for contender in bench.redis_contenders:
+                c = counts[scenario][contender]
+                breakdown = " ".join(f"{k}={v:g}" for k, v in c["per_command"].items()) or "-"
+                numbers = (c["round_trips"], c["commands"], c["write_commands"], c["keyspace_changes"])
+                count_rows.append([scenario, contender, *(f"{n:.2f}" for n in numbers), breakdown])
+        count_headers = ["scenario", "contender", "round trips", "commands", "write cmds", "keyspace changes"]
+        lines.append(format_table([*count_headers, "per command (incl. inside Lua)"], count_rows, "llrrrrl"))
+    lines.append("")
+    target_rows = [
+        [t["target"], t["measured"], "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")]
+        for t in results["targets"]
+    ]
+    lines.append(format_table(["target", "measured", "status"], target_rows, "lll"))
+    return "\n".join(lines)
+
+
+def report(bench: Benchmark, args: argparse.Namespace, results: Mapping[str, Any]) -> None:
+    """Print the tables; write the JSON unless ``--no-json``."""
+    print(render(bench, results))
+    if not args.no_json:
+        path = write_json(args.json, results)
+        print(f"\nwrote {path} ({results['elapsed_s']} s)")
+
+
+def profile_cases(cases: Iterable[Case], requests: int, top: int) -> None:
+    """cProfile of each case: top functions by own time, overall and in session_mw."""
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    for case in cases:
+        case.run(500)  # warm
+        profiler = cProfile.Profile()
+        profiler.enable()
+        case.run(requests)
+        profiler.disable()
+        for title, restriction in (("all code", ()), ("session_mw only", ("session_mw/",))):
+            buffer = io.StringIO()
+            stats = pstats.Stats(profiler, stream=buffer).sort_stats("tottime")
+            stats.print_stats(*restriction, top)
+            body = buffer.getvalue()
+            body = body[body.find("   ncalls") :] if "   ncalls" in body else body
+            body = re.sub(r"\S*/(site-packages|python3\.\d+)/", "", body).replace(root, "")
+            print(f"\n== {case.contender} / {case.scenario}: {requests} requests, top {top} by own time, {title} ==")
+            print(body.rstrip())
+
+
+def forget_keys(url: str, prefixes: Iterable[str]) -> None:
+    """On a shared REDIS_URL, remove the sessions this run created."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for prefix in prefixes:
+            keys = list(client.scan_iter(match=prefix + "*", count=500))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()

@@ -12,15 +12,9 @@ See benchmarks/README.md for what each row means.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import functools
 import gc
-import io
 import itertools
 import json
-import pstats
-import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,25 +30,13 @@ from session_mw import SessionConfig
 from session_mw.contrib.flask import FlaskSessions
 from session_mw.wsgi import WSGISessionMiddleware, session_of
 
-from ._harness import (
-    Case,
-    PrivateRedis,
-    RedisCounters,
-    RedisProbe,
-    environment_info,
-    format_table,
-    paired_median,
-    run_interleaved,
-    sqlite_url,
-    summarize,
-    write_json,
-)
+from . import _harness as harness
+from ._harness import CART, OUR_PREFIX, PATHS, SCENARIOS, Benchmark, Case, PrivateRedis, Target, sqlite_url
 
 WSGIEnviron = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]
 
-SCENARIOS = ("no-cookie", "read", "write")
 BARE = "bare"
 WSGI_BARE = "wsgi-bare"
 CONTENDERS = (
@@ -67,25 +49,35 @@ CONTENDERS = (
     WSGI_BARE,
     "wsgi-ours+memory",
 )
-BASELINE = {name: (WSGI_BARE if name.startswith("wsgi-") else BARE) for name in CONTENDERS}
-REDIS_CONTENDERS = ("flask-session+redis", "ours+redis")
-PATHS = {"no-cookie": "/plain", "read": "/read", "write": "/write"}
-RATIOS = (  # (label, numerator, denominator)
-    ("ours+redis / flask-session+redis", "ours+redis", "flask-session+redis"),
-    ("ours+redis / flask-cookie", "ours+redis", "flask-cookie"),
-    ("ours+memory / flask-cookie", "ours+memory", "flask-cookie"),
-    ("ours+sqlite / flask-cookie", "ours+sqlite", "flask-cookie"),
-    ("ours+sqlite / ours+memory", "ours+sqlite", "ours+memory"),
-    ("ours+sqlite / ours+redis", "ours+sqlite", "ours+redis"),
-)
-OUR_PREFIX = "session_mw_bench:"
 FS_PREFIX = "flask_session_bench:"
-WRITE_COMMANDS = frozenset(
-    {"set", "setex", "psetex", "getex", "getdel", "del", "unlink", "expire", "pexpire", "expireat", "pexpireat"}
-    | {"persist", "hset", "hmset", "hsetnx", "hdel", "sadd", "srem", "zadd", "zrem", "rename"}
+BENCH = Benchmark(
+    name="wsgi",
+    contenders=CONTENDERS,
+    baseline={name: (WSGI_BARE if name.startswith("wsgi-") else BARE) for name in CONTENDERS},
+    ratios=(  # (label, numerator, denominator)
+        ("ours+redis / flask-session+redis", "ours+redis", "flask-session+redis"),
+        ("ours+redis / flask-cookie", "ours+redis", "flask-cookie"),
+        ("ours+memory / flask-cookie", "ours+memory", "flask-cookie"),
+        ("ours+sqlite / flask-cookie", "ours+sqlite", "flask-cookie"),
+        ("ours+sqlite / ours+memory", "ours+sqlite", "ours+memory"),
+        ("ours+sqlite / ours+redis", "ours+sqlite", "ours+redis"),
+    ),
+    redis_contenders=("flask-session+redis", "ours+redis"),
+    packages=(
+        "session_mw",
+        "flask",
+        "werkzeug",
+        "flask-session",
+        "msgspec",
+        "redis",
+        "hiredis",
+        "itsdangerous",
+        "orjson",
+    ),
+    results=Path(__file__).resolve().parent / "results" / "wsgi-latest.json",
+    record_baseline=True,
+    overhead_note="(overhead: vs bare Flask; wsgi-* rows vs wsgi-bare, the plain WSGI app without middleware)",
 )
-RESULTS = Path(__file__).resolve().parent / "results" / "wsgi-latest.json"
-CART = ["sku-1042", "sku-2077", "sku-3301"]
 BASE_URL = "http://bench.example"
 SECRET_KEY = "bench-" + "x" * 32
 
@@ -282,11 +274,7 @@ def runner(app: WSGIApp, template: WSGIEnviron, scenario: str, contender: str) -
 def log_in(contender: Contender) -> None:
     """Create a session with one real request and keep its cookie for replay."""
     reply = call(contender.app, environ_for("/login", None))
-    cookies = [c.split(";", 1)[0].strip() for c in reply.set_cookies()]
-    cookies = [c for c in cookies if "=" in c and c.split("=", 1)[1] not in ("", '""', "''")]
-    if reply.code != 200 or len(cookies) != 1:
-        raise RuntimeError(f"{contender.name}: login gave status {reply.status} and cookies {reply.set_cookies()}")
-    contender.cookie = cookies[0]
+    contender.cookie = harness.replay_cookie(contender.name, reply.status, reply.code == 200, reply.set_cookies())
 
 
 def verify(contender: Contender) -> None:
@@ -295,10 +283,7 @@ def verify(contender: Contender) -> None:
     for scenario in SCENARIOS:
         cookie = None if scenario == "no-cookie" else contender.cookie
         reply = call(contender.app, environ_for(PATHS[scenario], cookie))
-        if reply.code != 200 or reply.body != b"ok":
-            raise RuntimeError(f"{name} {scenario}: status {reply.status}, body {reply.body!r}")
-        if scenario == "no-cookie" and reply.set_cookies():
-            raise RuntimeError(f"{name} no-cookie: unexpected Set-Cookie {reply.set_cookies()}")
+        harness.check_reply(name, scenario, reply.status, reply.code == 200, reply.body, reply.set_cookies())
     if name in (BARE, WSGI_BARE, "flask-cookie"):
         return  # bare has no session; the signed cookie is replayed unchanged, so writes don't stick
     wrote = call(contender.app, environ_for("/write", contender.cookie))
@@ -321,151 +306,12 @@ def make_cases(contenders: Sequence[Contender], scenarios: Sequence[str] = SCENA
 # -- results ---------------------------------------------------------------------------
 
 
-def analyse(cases: Sequence[Case]) -> dict[str, Any]:
-    by_key = {c.key: c for c in cases}
-    out: dict[str, Any] = {"scenarios": {}, "ratios": {}}
-    for scenario in SCENARIOS:
-        rows: dict[str, Any] = {}
-        for contender in CONTENDERS:
-            case = by_key[(scenario, contender)]
-            base = by_key[(scenario, BASELINE[contender])].samples
-            row: dict[str, Any] = summarize(case.samples).as_dict()
-            row["cpu_median_us"] = round(summarize(case.cpu_samples).median, 3)
-            row["batch"] = case.batch
-            row["baseline"] = BASELINE[contender]
-            row["overhead_us"] = round(paired_median(case.samples, base, lambda a, b: (a - b) / 1000), 3)
-            rows[contender] = row
-        out["scenarios"][scenario] = rows
-        for label, num, den in RATIOS:
-            a, b = by_key[(scenario, num)].samples, by_key[(scenario, den)].samples
-            over_num, over_den = rows[num]["overhead_us"], rows[den]["overhead_us"]
-            out["ratios"].setdefault(label, {})[scenario] = {
-                "total": round(paired_median(a, b, lambda x, y: x / y), 3),
-                "overhead": round(over_num / over_den, 3) if over_den > 0.05 else None,
-            }
-    return out
-
-
-def count_redis(cases: Sequence[Case], probe: RedisProbe, requests: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for case in cases:
-        if case.contender not in REDIS_CONTENDERS:
-            continue
-        diff: RedisCounters = probe.measure(functools.partial(case.run, requests))
-        out.setdefault(case.scenario, {})[case.contender] = {
-            "requests": requests,
-            "round_trips": round(diff.reads / requests, 3),
-            "commands": round(diff.commands / requests, 3),
-            "write_commands": round(sum(c for n, c in diff.per_command.items() if n in WRITE_COMMANDS) / requests, 3),
-            "keyspace_changes": round(diff.dirty / requests, 3),
-            "per_command": {name: round(calls / requests, 3) for name, calls in diff.per_command.items()},
-        }
-    return out
-
-
-def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    ratios, counts = results["ratios"], results.get("redis_per_request", {})
-    out: list[tuple[str, str, bool | None]] = []
-    for label, limit in (("ours+redis / flask-cookie", 1.0), ("ours+redis / flask-session+redis", 0.5)):
-        ratio = ratios[label]["read"]
-        over = ratio["overhead"]
-        detail = f"{ratio['total']:.2f}x total" + (f", {over:.2f}x overhead" if over is not None else "")
-        peer = label.split(" / ")[1]
-        out.append((f"ours+redis read <= {limit:.1f}x {peer} (total)", detail, ratio["total"] <= limit))
-    read = counts.get("read", {}).get("ours+redis")
-    if read is None:
-        out.append(("ours+redis read: 1 round trip, no data write", "not measured", None))
-    else:
-        trips, writes, changes = read["round_trips"], read["write_commands"], read["keyspace_changes"]
-        out.append(
-            (
-                "ours+redis read: 1 round trip, no data write",
-                f"{trips:.2f} round trips, {writes:.2f} write cmds, {changes:.2f} changes",
-                trips <= 1.0 and writes == 0 and changes == 0,
-            )
-        )
-    return out
-
-
-def render(results: dict[str, Any]) -> str:
-    lines: list[str] = []
-    rows = []
-    for scenario in SCENARIOS:
-        for i, contender in enumerate(CONTENDERS):
-            r = results["scenarios"][scenario][contender]
-            spread = (r["p75_us"] - r["p25_us"]) / 2 / r["median_us"] * 100 if r["median_us"] else 0.0
-            overhead = "-" if contender in (BARE, WSGI_BARE) else f"{r['overhead_us']:+.2f}"
-            rows.append(
-                [
-                    scenario if i == 0 else "",
-                    contender,
-                    f"{r['median_us']:.2f}",
-                    f"{spread:.1f}",
-                    overhead,
-                    f"{r['cpu_median_us']:.2f}",
-                    r["batch"],
-                ]
-            )
-        rows.append([""] * 7)
-    headers = ["scenario", "contender", "median us/req", "+-%", "overhead us", "cpu us/req", "batch"]
-    lines.append(format_table(headers, rows[:-1], "llrrrrr"))
-    lines.append("(overhead: vs bare Flask; wsgi-* rows vs wsgi-bare, the plain WSGI app without middleware)")
-    lines.append("")
-    ratio_rows = []
-    for label, _num, _den in RATIOS:
-        for kind in ("total", "overhead"):
-            cells = []
-            for scenario in SCENARIOS:
-                value = results["ratios"][label][scenario][kind]
-                cells.append("n/a" if value is None else f"{value:.2f}x")
-            ratio_rows.append([f"{label} ({kind})", *cells])
-    lines.append(format_table(["ratio", *SCENARIOS], ratio_rows))
-    counts = results.get("redis_per_request")
-    if counts:
-        lines.append("")
-        count_rows = []
-        for scenario in SCENARIOS:
-            for contender in REDIS_CONTENDERS:
-                c = counts[scenario][contender]
-                breakdown = " ".join(f"{k}={v:g}" for k, v in c["per_command"].items()) or "-"
-                count_rows.append(
-                    [
-                        scenario,
-                        contender,
-                        f"{c['round_trips']:.2f}",
-                        f"{c['commands']:.2f}",
-                        f"{c['write_commands']:.2f}",
-                        f"{c['keyspace_changes']:.2f}",
-                        breakdown,
-                    ]
-                )
-        lines.append(
-            format_table(
-                [
-                    "scenario",
-                    "contender",
-                    "round trips",
-                    "commands",
-                    "write cmds",
-                    "keyspace changes",
-                    "per command (incl. inside Lua)",
-                ],
-                count_rows,
-                "llrrrrl",
-            )
-        )
-    lines.append("")
-    lines.append(
-        format_table(
-            ["target", "measured", "status"],
-            [
-                [t["target"], t["measured"], "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")]
-                for t in results["targets"]
-            ],
-            "lll",
-        )
-    )
-    return "\n".join(lines)
+def targets(results: dict[str, Any]) -> list[Target]:
+    return [
+        harness.ratio_target(results, "ours+redis / flask-cookie", 1.0),
+        harness.ratio_target(results, "ours+redis / flask-session+redis", 0.5),
+        harness.round_trip_target(results),
+    ]
 
 
 # -- profiling -------------------------------------------------------------------------
@@ -474,55 +320,29 @@ def render(results: dict[str, Any]) -> str:
 def profile(contenders: Sequence[Contender], requests: int, top: int) -> None:
     """cProfile of ours on Flask, no-cookie and read paths: top functions by own time, overall and in session_mw."""
     ours = [c for c in contenders if c.name in ("ours+memory", "ours+redis")]
-    root = str(Path(__file__).resolve().parent.parent) + "/"
-    for case in make_cases(ours, ("no-cookie", "read")):
-        case.run(500)  # warm
-        profiler = cProfile.Profile()
-        profiler.enable()
-        case.run(requests)
-        profiler.disable()
-        for title, restriction in (("all code", ()), ("session_mw only", ("session_mw/",))):
-            buffer = io.StringIO()
-            stats = pstats.Stats(profiler, stream=buffer).sort_stats("tottime")
-            stats.print_stats(*restriction, top)
-            body = buffer.getvalue()
-            body = body[body.find("   ncalls") :] if "   ncalls" in body else body
-            body = re.sub(r"\S*/(site-packages|python3\.\d+)/", "", body).replace(root, "")
-            print(f"\n== {case.contender} / {case.scenario}: {requests} requests, top {top} by own time, {title} ==")
-            print(body.rstrip())
+    harness.profile_cases(make_cases(ours, ("no-cookie", "read")), requests, top)
 
 
 # -- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_wsgi", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about 10 s instead of about 40 s")
-    parser.add_argument("--rounds", type=int, help="rounds of interleaved batches (default 40, quick 16)")
-    parser.add_argument("--batch-ms", type=float, help="target duration of one batch (default 25, quick 12)")
-    parser.add_argument("--count-requests", type=int, default=500, help="requests per Redis command count")
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write results (default {RESULTS})")
-    parser.add_argument("--no-json", action="store_true", help="don't write the JSON file")
-    parser.add_argument("--profile", action="store_true", help="profile ours on Flask (no-cookie, read) instead")
-    parser.add_argument("--profile-requests", type=int, default=20_000)
-    args = parser.parse_args(argv)
-    args.rounds = args.rounds or (16 if args.quick else 40)
-    args.batch_ms = args.batch_ms or (12.0 if args.quick else 25.0)
-    args.warmup_ms = 40.0 if args.quick else 200.0
-    if args.rounds < 3:
-        parser.error("--rounds must be at least 3")
-    return args
-
-
-def progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
+    return harness.parse_args(
+        BENCH,
+        argv,
+        description=__doc__.split("\n")[0],
+        quick_help="about 10 s instead of about 40 s",
+        profile_help="profile ours on Flask (no-cookie, read) instead",
+        quick_rounds=16,
+        warmup_ms=(40.0, 200.0),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     with PrivateRedis() as server:
-        progress(f"redis {server.version()} at {server.url} ({'private' if server.private else 'REDIS_URL'})")
+        harness.announce(server)
         contenders: list[Contender] = []
         try:
             for name in CONTENDERS:
@@ -539,70 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.profile:
                 profile(contenders, args.profile_requests, top=18)
                 return 0
-            cases = make_cases(contenders)
-            run_interleaved(
-                cases,
-                rounds=args.rounds,
-                target_batch_ns=int(args.batch_ms * 1e6),
-                warmup_ns=int(args.warmup_ms * 1e6),
-                progress=progress,
-            )
-            results: dict[str, Any] = {
-                "benchmark": "wsgi",
-                "settings": {
-                    "rounds": args.rounds,
-                    "batch_ms": args.batch_ms,
-                    "warmup_ms": args.warmup_ms,
-                    "redis": "private redis-server" if server.private else "REDIS_URL",
-                    "redis_version": server.version(),
-                },
-                "environment": environment_info(
-                    [
-                        "session_mw",
-                        "flask",
-                        "werkzeug",
-                        "flask-session",
-                        "msgspec",
-                        "redis",
-                        "hiredis",
-                        "itsdangerous",
-                        "orjson",
-                    ],
-                    source_dirs=["session_mw"],
-                ),
-            }
-            results.update(analyse(cases))
-            probe = RedisProbe(server.url)
-            try:
-                results["redis_per_request"] = count_redis(cases, probe, args.count_requests)
-            finally:
-                probe.close()
-            results["targets"] = [{"target": t, "measured": m, "pass": ok} for t, m, ok in targets(results)]
-            results["elapsed_s"] = round(time.perf_counter() - started, 1)
+            results = harness.measure(BENCH, make_cases(contenders), args, server, started, targets)
         finally:
             for contender in contenders:
                 for close in contender.closers:
                     close()
             if not server.private:
-                _forget_keys(server.url)
+                harness.forget_keys(server.url, (OUR_PREFIX, FS_PREFIX))
             gc.unfreeze()
-    print(render(results))
-    if not args.no_json:
-        path = write_json(args.json, results)
-        print(f"\nwrote {path} ({results['elapsed_s']} s)")
+    harness.report(BENCH, args, results)
     return 0
-
-
-def _forget_keys(url: str) -> None:
-    """On a shared REDIS_URL, remove the sessions this run created."""
-    client = redis.Redis.from_url(url)
-    try:
-        for prefix in (OUR_PREFIX, FS_PREFIX):
-            keys = list(client.scan_iter(match=prefix + "*", count=500))
-            if keys:
-                client.delete(*keys)
-    finally:
-        client.close()
 
 
 if __name__ == "__main__":

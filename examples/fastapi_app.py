@@ -39,10 +39,8 @@ content type, which a cross-site form cannot send.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,30 +50,10 @@ if not __package__:  # run as a script: make `examples` and the checkout's `sess
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from examples.shop_common import (
-    MAX_CART_ITEMS,
-    MAX_JSON_BODY,
-    InvalidItem,
-    cart_items,
-    check_password,
-    new_nonce,
-    page_headers,
-    render_home,
-    validate_item,
-)
+from examples import shop_common as shop
+from examples.shop_common import NOT_LOGGED_IN, ApiError
 from session_mw import Session, SessionConfig, SessionMiddleware, StoreUnavailable, session_manager
 from session_mw.stores.base import AsyncStore
-
-NOT_LOGGED_IN = {"error": "not logged in"}
-
-
-class ApiError(Exception):
-    """A client error on a JSON route; answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _session(request: Request) -> Session:
@@ -88,44 +66,26 @@ def _session(request: Request) -> Session:
 
 async def _json_object(request: Request) -> dict[str, Any]:
     """The request's JSON object body, or an ``ApiError`` (never a 500) for anything else."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
-        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
+    shop.require_json(request.headers.get("content-type", "").split(";", 1)[0].strip().lower())
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
-    try:
-        data = json.loads(bytes(body))
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ApiError(400, "request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return data
+        shop.check_body_size(len(body))
+    return shop.json_object(bytes(body))
 
 
 async def _home_page(request: Request, *, status: int = 200, error: str | None = None, username: str = "") -> Response:
     session = _session(request)
     user = session.user_id
     sessions = [info.as_dict() for info in await session_manager(request).list()] if user else []
-    nonce = new_nonce()
-    html = render_home(
-        user=user,
-        cart=cart_items(session.get("cart")),  # .get: reading must not create a session
-        sessions=sessions,
-        elevated="elevated_at" in session,
-        error=error,
-        username=username,
-        nonce=nonce,
-    )
-    return HTMLResponse(html, status_code=status, headers=page_headers(nonce))
+    html, headers = shop.shop_page(session, user=user, sessions=sessions, error=error, username=username)
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None = None) -> FastAPI:
     """The shop, with session settings from ``config`` (default: the ``SESSION_MW_*`` environment)."""
     config = config if config is not None else SessionConfig.from_env()
-    app = FastAPI(title="The Little Fruit Shop", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title=shop.SHOP_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, config=config, store=store)
 
     async def api_error(request: Request, exc: Exception) -> Response:
@@ -152,11 +112,12 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
     async def login(request: Request) -> Response:
         async with request.form(max_files=0, max_fields=10) as form:
             username, password = form.get("username"), form.get("password")
-        if not (isinstance(username, str) and isinstance(password, str) and check_password(username, password)):
+        user = shop.authenticate(username, password)
+        if user is None:
             shown = username if isinstance(username, str) else ""
-            return await _home_page(request, status=401, error="Wrong username or password.", username=shown)
+            return await _home_page(request, status=401, error=shop.LOGIN_FAILED, username=shown)
         session = _session(request)
-        session.user_id = username  # a new owner: session_mw moves the session to a new ID
+        session.user_id = user  # a new owner: session_mw moves the session to a new ID
         if "elevated_at" in session:
             del session["elevated_at"]
         return RedirectResponse("/", status_code=303)
@@ -173,23 +134,12 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
 
     @app.get("/api/cart")
     async def get_cart(request: Request) -> Response:
-        return JSONResponse({"items": cart_items(_session(request).get("cart"))})
+        return JSONResponse({"items": shop.cart_items(_session(request).get("cart"))})
 
     @app.post("/api/cart")
     async def add_to_cart(request: Request) -> Response:
         data = await _json_object(request)
-        try:
-            item = validate_item(data.get("item"))
-        except InvalidItem as exc:
-            raise ApiError(422, str(exc)) from None
-        session = _session(request)
-        cart = session.get("cart")
-        if not isinstance(cart, list):
-            cart = session["cart"] = []
-        if len(cart) >= MAX_CART_ITEMS:
-            raise ApiError(422, f"the cart is full ({MAX_CART_ITEMS} items)")
-        cart.append(item)  # a nested change: session_mw notices and saves it
-        return JSONResponse({"items": cart_items(cart)})
+        return JSONResponse({"items": shop.add_to_cart(_session(request), data)})
 
     @app.get("/api/sessions")
     async def sessions(request: Request) -> Response:
@@ -211,13 +161,7 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
         user = session.user_id
         if user is None:
             return JSONResponse(NOT_LOGGED_IN, status_code=401)
-        data = await _json_object(request)
-        password = data.get("password")
-        if not isinstance(password, str):
-            raise ApiError(422, "'password' must be a string")
-        if not check_password(user, password):
-            return JSONResponse({"error": "wrong password"}, status_code=403)
-        session["elevated_at"] = time.time()
+        shop.elevate(session, user, await _json_object(request))  # or a 422, 403 ApiError
         session.regenerate()  # a change of privilege: a new session ID, the old one dies
         return JSONResponse({"elevated": True})
 

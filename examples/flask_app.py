@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,52 +58,24 @@ from flask import Flask, Response, jsonify, redirect, request, session, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from examples.shop_common import (
-    MAX_CART_ITEMS,
-    MAX_JSON_BODY,
-    InvalidItem,
-    cart_items,
-    check_password,
-    new_nonce,
-    page_headers,
-    render_home,
-    validate_item,
-)
+from examples import shop_common as shop
+from examples.shop_common import MAX_JSON_BODY, NOT_LOGGED_IN, ApiError
 from session_mw import SessionConfig
 from session_mw.contrib.flask import FlaskSessions, current_session, session_manager
 from session_mw.stores.base import Store
 
-NOT_LOGGED_IN = {"error": "not logged in"}
 MAX_FORM_BYTES = 16 * 1024  # the login form is two short fields
-
-
-class ApiError(Exception):
-    """A client error on a JSON route; answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _json_object() -> dict[str, Any]:
     """The request's JSON object body, or an ``ApiError`` (never a 500) for anything else."""
-    if request.mimetype != "application/json":
-        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
-    if (request.content_length or 0) > MAX_JSON_BODY:
-        raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+    shop.require_json(request.mimetype)
+    shop.check_body_size(request.content_length or 0)
     body = bytearray()
     while chunk := request.stream.read(MAX_JSON_BODY + 1):  # bounded even for a chunked body
         body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
-    try:
-        data = json.loads(bytes(body))
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ApiError(400, "request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return data
+        shop.check_body_size(len(body))
+    return shop.json_object(bytes(body))
 
 
 def _not_logged_in() -> tuple[Response, int]:
@@ -114,17 +85,8 @@ def _not_logged_in() -> tuple[Response, int]:
 def _home_page(*, status: int = 200, error: str | None = None, username: str = "") -> Response:
     user = current_session().user_id
     sessions = [info.as_dict() for info in session_manager().list()] if user else []
-    nonce = new_nonce()
-    html = render_home(
-        user=user,
-        cart=cart_items(session.get("cart")),  # .get: reading must not create a session
-        sessions=sessions,
-        elevated="elevated_at" in session,
-        error=error,
-        username=username,
-        nonce=nonce,
-    )
-    return Response(html, status=status, headers=page_headers(nonce), mimetype="text/html")
+    html, headers = shop.shop_page(session, user=user, sessions=sessions, error=error, username=username)
+    return Response(html, status=status, headers=headers, mimetype="text/html")
 
 
 def create_app(config: SessionConfig | None = None, *, store: Store | None = None) -> Flask:
@@ -153,9 +115,10 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
     @app.post("/login")
     def login() -> BaseResponse:
         username, password = request.form.get("username"), request.form.get("password")
-        if username is None or password is None or not check_password(username, password):
-            return _home_page(status=401, error="Wrong username or password.", username=username or "")
-        current_session().user_id = username  # a new owner: session_mw moves the session to a new ID
+        user = shop.authenticate(username, password)
+        if user is None:
+            return _home_page(status=401, error=shop.LOGIN_FAILED, username=username or "")
+        current_session().user_id = user  # a new owner: session_mw moves the session to a new ID
         session.pop("elevated_at", None)
         return redirect(url_for("home"), 303)
 
@@ -171,22 +134,11 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
 
     @app.get("/api/cart")
     def get_cart() -> Response:
-        return jsonify(items=cart_items(session.get("cart")))
+        return jsonify(items=shop.cart_items(session.get("cart")))
 
     @app.post("/api/cart")
     def add_to_cart() -> Response:
-        data = _json_object()
-        try:
-            item = validate_item(data.get("item"))
-        except InvalidItem as exc:
-            raise ApiError(422, str(exc)) from None
-        cart = session.get("cart")
-        if not isinstance(cart, list):
-            cart = session["cart"] = []
-        if len(cart) >= MAX_CART_ITEMS:
-            raise ApiError(422, f"the cart is full ({MAX_CART_ITEMS} items)")
-        cart.append(item)  # a nested change: session_mw notices and saves it
-        return jsonify(items=cart_items(cart))
+        return jsonify(items=shop.add_to_cart(session, _json_object()))
 
     @app.get("/api/sessions")
     def sessions() -> Response | tuple[Response, int]:
@@ -205,12 +157,7 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
         user = current_session().user_id
         if user is None:
             return _not_logged_in()
-        password = _json_object().get("password")
-        if not isinstance(password, str):
-            raise ApiError(422, "'password' must be a string")
-        if not check_password(user, password):
-            return jsonify(error="wrong password"), 403
-        session["elevated_at"] = time.time()
+        shop.elevate(session, user, _json_object())  # or a 422, 403 ApiError
         current_session().regenerate()  # a change of privilege: a new session ID, the old one dies
         return jsonify(elevated=True)
 

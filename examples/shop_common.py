@@ -1,16 +1,20 @@
-"""The framework-free half of the example shops: catalogue, demo accounts, cart rules, pages.
+"""The framework-free half of the example shops: catalogue, demo accounts, cart rules, pages,
+and what the routes decide (the JSON API's errors, adding to the cart, signing in, elevating).
 
 Both example apps (FastAPI and Flask) import this module, so they sell the same fruit, know
-the same users and render the same HTML; only the request/response plumbing differs.
-Nothing here knows about HTTP frameworks or about session_mw.
+the same users, answer the same errors and render the same HTML; only the request/response
+plumbing differs. Nothing here knows about HTTP frameworks or about session_mw: a session
+is any mutable mapping, a request body is bytes, an error is an ``ApiError`` with a status.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,3 +237,95 @@ def render_home(
         demo_accounts=DEMO_ACCOUNTS,
         nonce=nonce,
     )
+
+
+def shop_page(
+    session: Mapping[str, Any],
+    *,
+    user: str | None,
+    sessions: Sequence[Mapping[str, Any]],
+    error: str | None = None,
+    username: str = "",
+) -> tuple[str, dict[str, str]]:
+    """The shop page for ``session`` and its security headers (with the page's own nonce)."""
+    nonce = new_nonce()
+    html = render_home(
+        user=user,
+        cart=cart_items(session.get("cart")),  # .get: reading must not create a session
+        sessions=sessions,
+        elevated="elevated_at" in session,
+        error=error,
+        username=username,
+        nonce=nonce,
+    )
+    return html, page_headers(nonce)
+
+
+# -- what the routes decide ------------------------------------------------------------
+
+NOT_LOGGED_IN = {"error": "not logged in"}
+LOGIN_FAILED = "Wrong username or password."
+
+
+class ApiError(Exception):
+    """A client error on a JSON route; answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def require_json(mimetype: str) -> None:
+    """A JSON route takes only ``application/json`` (which a cross-site form cannot send)."""
+    if mimetype != "application/json":
+        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
+
+
+def check_body_size(size: int) -> None:
+    """Called with the length announced or read so far: past ``MAX_JSON_BODY``, a 413."""
+    if size > MAX_JSON_BODY:
+        raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object in ``body``, or an ``ApiError`` (never a 500) for anything else."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def authenticate(username: object, password: object) -> str | None:
+    """The user that a login form's fields sign in, or None."""
+    if isinstance(username, str) and isinstance(password, str) and check_password(username, password):
+        return username
+    return None
+
+
+def add_to_cart(session: MutableMapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """Add ``data["item"]`` to the session's cart; the cart as the API shows it."""
+    try:
+        item = validate_item(data.get("item"))
+    except InvalidItem as exc:
+        raise ApiError(422, str(exc)) from None
+    cart = session.get("cart")
+    if not isinstance(cart, list):
+        cart = session["cart"] = []
+    if len(cart) >= MAX_CART_ITEMS:
+        raise ApiError(422, f"the cart is full ({MAX_CART_ITEMS} items)")
+    cart.append(item)  # a nested change: the session notices it and saves it
+    return cart_items(cart)
+
+
+def elevate(session: MutableMapping[str, Any], user: str, data: Mapping[str, Any]) -> None:
+    """Mark the session elevated if ``data["password"]`` is ``user``'s; the caller then regenerates it."""
+    password = data.get("password")
+    if not isinstance(password, str):
+        raise ApiError(422, "'password' must be a string")
+    if not check_password(user, password):
+        raise ApiError(403, "wrong password")
+    session["elevated_at"] = time.time()
