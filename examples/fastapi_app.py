@@ -78,7 +78,10 @@ async def _home_page(request: Request, *, status: int = 200, error: str | None =
     session = _session(request)
     user = session.user_id
     sessions = [info.as_dict() for info in await session_manager(request).list()] if user else []
-    html, headers = shop.shop_page(session, user=user, sessions=sessions, error=error, username=username)
+    warn = shop.cookie_will_be_refused(request.url.scheme, request.url.hostname, request.app.state.cookie_secure)
+    html, headers = shop.shop_page(
+        session, user=user, sessions=sessions, error=error, username=username, cookie_warning=warn
+    )
     return HTMLResponse(html, status_code=status, headers=headers)
 
 
@@ -87,6 +90,7 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
     config = config if config is not None else SessionConfig.from_env()
     app = FastAPI(title=shop.SHOP_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, config=config, store=store)
+    app.state.cookie_secure = config.cookie_secure
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)

@@ -54,7 +54,7 @@ from typing import Any
 if not __package__:  # run as a script: make `examples` and the checkout's `session_mw` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flask import Flask, Response, jsonify, redirect, request, session, url_for
+from flask import Flask, Response, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -85,7 +85,11 @@ def _not_logged_in() -> tuple[Response, int]:
 def _home_page(*, status: int = 200, error: str | None = None, username: str = "") -> Response:
     user = current_session().user_id
     sessions = [info.as_dict() for info in session_manager().list()] if user else []
-    html, headers = shop.shop_page(session, user=user, sessions=sessions, error=error, username=username)
+    secure = current_app.extensions["session_mw"].config.cookie_secure
+    warn = shop.cookie_will_be_refused(request.scheme, request.host.rsplit(":", 1)[0], secure)
+    html, headers = shop.shop_page(
+        session, user=user, sessions=sessions, error=error, username=username, cookie_warning=warn
+    )
     return Response(html, status=status, headers=headers, mimetype="text/html")
 
 

@@ -171,7 +171,7 @@ def page_headers(nonce: str) -> dict[str, str]:
     return {
         "Content-Security-Policy": (
             f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            "connect-src 'self'; form-action 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+            "connect-src 'self'; form-action 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
         ),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
@@ -194,7 +194,38 @@ class SessionRow:
     created: str
     last_seen: str
     user_agent: str
+    device: str
     current: bool
+
+
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+    ("python-httpx/", "httpx"),
+    ("python-requests/", "requests"),
+)
+_SYSTEMS = (
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def device_label(user_agent: str) -> str:
+    """ "Chrome on Linux" from a User-Agent header: enough to tell one's devices apart."""
+    browser = next((name for marker, name in _BROWSERS if marker in user_agent), "")
+    system = next((name for marker, name in _SYSTEMS if marker in user_agent), "")
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or (user_agent[:40] if user_agent else "unknown device")
 
 
 def session_rows(sessions: Sequence[Mapping[str, Any]]) -> list[SessionRow]:
@@ -202,12 +233,22 @@ def session_rows(sessions: Sequence[Mapping[str, Any]]) -> list[SessionRow]:
     return [
         SessionRow(
             format_time(str(s.get("created_at", ""))),
-            format_time(str(s.get("last_seen", ""))),
+            # the store refreshes last_seen only every touch interval; this request is "now"
+            "now" if s.get("current") else format_time(str(s.get("last_seen", ""))),
             str(s.get("user_agent") or ""),
+            device_label(str(s.get("user_agent") or "")),
             bool(s.get("current")),
         )
         for s in sessions
     ]
+
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def cookie_will_be_refused(scheme: str, host: str | None, cookie_secure: bool) -> bool:
+    """Browsers drop a Secure cookie sent over plain http, except to localhost: warn on the page."""
+    return cookie_secure and scheme == "http" and (host or "").lower() not in LOCAL_HOSTS
 
 
 def render_home(
@@ -219,6 +260,7 @@ def render_home(
     error: str | None = None,
     username: str = "",
     nonce: str,
+    cookie_warning: bool = False,
 ) -> str:
     """The shop's one page: catalogue and cart, plus a login form or the account panel."""
     lines, total = cart_lines(cart)
@@ -232,6 +274,7 @@ def render_home(
         total=total,
         sessions=session_rows(sessions),
         elevated=elevated,
+        cookie_warning=cookie_warning,
         error=error,
         username=username[:MAX_USERNAME_SHOWN],
         demo_accounts=DEMO_ACCOUNTS,
@@ -246,6 +289,7 @@ def shop_page(
     sessions: Sequence[Mapping[str, Any]],
     error: str | None = None,
     username: str = "",
+    cookie_warning: bool = False,
 ) -> tuple[str, dict[str, str]]:
     """The shop page for ``session`` and its security headers (with the page's own nonce)."""
     nonce = new_nonce()
@@ -257,6 +301,7 @@ def shop_page(
         error=error,
         username=username,
         nonce=nonce,
+        cookie_warning=cookie_warning,
     )
     return html, page_headers(nonce)
 
