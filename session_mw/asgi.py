@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import SessionConfig
-from .engine import BUSY_BODY, UNAVAILABLE_BODY, Engine, LockPlan, Outcome, unavailable_headers
+from .engine import BUSY_BODY, NO_COOKIE, UNAVAILABLE_BODY, Engine, LockPlan, Outcome, unavailable_headers
 from .errors import ConfigError, StoreUnavailable
 from .manage import AsyncSessionManager
 from .session import Session
@@ -66,19 +66,22 @@ class SessionMiddleware:
             if name == b"cookie":
                 text = value.decode("latin-1")
                 cookie = text if cookie is None else f"{cookie}; {text}"
-        incoming = engine.begin(cookie)
-        lock = engine.lock_plan(incoming)
-        record = None
-        if incoming.key is not None:
-            try:
-                if lock is not None and not await self._acquire(lock):
-                    await self._unavailable(scope, send, None)
+        if cookie is None:  # the common case: no session yet, so nothing to load or lock
+            incoming, lock, record = NO_COOKIE, None, None
+        else:
+            incoming = engine.begin(cookie)
+            lock = engine.lock_plan(incoming)
+            record = None
+            if incoming.key is not None:
+                try:
+                    if lock is not None and not await self._acquire(lock):
+                        await self._unavailable(scope, send, None)
+                        return
+                    record = await self.store.load(incoming.key, engine.touch())
+                except StoreUnavailable as exc:
+                    await self._release(lock)
+                    await self._unavailable(scope, send, exc)
                     return
-                record = await self.store.load(incoming.key, engine.touch())
-            except StoreUnavailable as exc:
-                await self._release(lock)
-                await self._unavailable(scope, send, exc)
-                return
         session = engine.open(incoming, record)
         scope["session"] = session
         scope[STATE_KEY] = (self, incoming)
@@ -114,6 +117,9 @@ class SessionMiddleware:
                         message["headers"] = [*headers, *((n.lower().encode(), v.encode("latin-1")) for n, v in extra)]
             await send(message)
 
+        if lock is None:
+            await self.app(scope, receive, send_with_session)
+            return
         try:
             await self.app(scope, receive, send_with_session)
         finally:

@@ -45,6 +45,11 @@ class Incoming:
         return self.meta is not None
 
 
+#: What a request without any Cookie header brings. Shared: nothing mutates an ``Incoming``
+#: that carries no key (only ``open`` with a stored record does).
+NO_COOKIE = Incoming()
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the engine decided at the end of a request."""
@@ -151,7 +156,7 @@ class Engine:
 
     def begin(self, cookie_header: str | None) -> Incoming:
         if not cookie_header:
-            return Incoming()
+            return NO_COOKIE
         token, presented = self.cookies.read(cookie_header)
         if token is None:
             if presented:
@@ -171,7 +176,7 @@ class Engine:
     def open(self, incoming: Incoming, record: Record | None, user_agent: str = "") -> Session:
         """The session the app sees, from what the store returned (None: no live session)."""
         now = self.clock()
-        session = self.session_class(None, created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
+        session = self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
         if incoming.presented:
             self._fill(session, incoming, record)
         return session

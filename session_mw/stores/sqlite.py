@@ -80,12 +80,12 @@ _TABLES = {
     "session_locks": {"digest", "owner", "expires_at"},
 }
 
-_LOAD_META = (
-    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember "
-    "FROM sessions WHERE digest = ? AND expires_at > ?"
+_LOAD = (
+    "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, v.name, v.value "
+    "FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest WHERE s.digest = ? AND s.expires_at > ?"
 )
-_LOAD_VALUES = "SELECT name, value FROM session_values WHERE digest = ?"
-_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ?"
+# only if nobody touched it since we read it: two touches racing leave one, never a stale last_seen
+_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ?"
 _IS_LIVE = "SELECT 1 FROM sessions WHERE digest = ? AND expires_at > ?"
 _DELETE_VALUE = "DELETE FROM session_values WHERE digest = ? AND name = ?"
 _UPSERT_VALUE = (
@@ -132,10 +132,6 @@ class SQLiteStats(TypedDict):
 
 class WouldBlock(Exception):
     """``load_without_waiting`` would have had to wait: do the load in a worker thread instead."""
-
-
-class _UpgradeBusy(Exception):
-    """A read transaction could not become a write one (WAL never waits for that): retry."""
 
 
 def _meta(row: Any) -> Meta:
@@ -391,44 +387,41 @@ class SQLiteStore:
 
     def load(self, key: str, touch: Touch) -> Record | None:
         with self._connection() as conn:
-            try:
-                return self._load(conn, key, touch, "BEGIN")
-            except _UpgradeBusy:
-                # another process was writing when the touch was due: redo it holding the write lock
-                return self._load(conn, key, touch, "BEGIN IMMEDIATE")
+            return self._load(conn, key, touch, wait=True)
 
     def load_without_waiting(self, key: str, touch: Touch) -> Record | None:
         """``load``, but raise ``WouldBlock`` instead of waiting for a lock (or a first-use migration).
 
         WAL readers never wait for writers, so this almost always succeeds at once: the async
-        face calls it on the event loop and only hops to a worker thread when it would block.
+        face calls it on the event loop and only hops to a worker thread when it would block
+        (a due touch meeting another process's write).
         """
         if not self._ready:
             raise WouldBlock
         with self._connection() as conn:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                return self._load(conn, key, touch, "BEGIN")
-            except (_UpgradeBusy, sqlite3.OperationalError):
-                raise WouldBlock from None
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            return self._load(conn, key, touch, wait=False)
 
-    def _load(self, conn: sqlite3.Connection, key: str, touch: Touch, begin: str) -> Record | None:
-        with self._transaction(conn, begin):
-            row = conn.execute(_LOAD_META, (key, time.time())).fetchone()
-            if row is None:
-                return None
-            meta = _meta(row)
-            data = {str(name): bytes(value) for name, value in conn.execute(_LOAD_VALUES, (key,))}
-            if touch.due(meta):
+    def _load(self, conn: sqlite3.Connection, key: str, touch: Touch, *, wait: bool) -> Record | None:
+        # one statement, so one consistent snapshot of the session row and its values
+        rows = conn.execute(_LOAD, (key, time.time())).fetchall()
+        if not rows:
+            return None
+        meta = _meta(rows[0][:6])
+        data = {str(row[6]): bytes(row[7]) for row in rows if row[6] is not None}
+        if touch.due(meta):
+            # a single UPDATE is atomic by itself; one of a session deleted meanwhile changes nothing
+            params = (touch.now, time.time() + touch.ttl_for(meta), key, meta.last_seen)
+            if wait:
+                conn.execute(_TOUCH, params)
+            else:
+                conn.execute("PRAGMA busy_timeout = 0")
                 try:
-                    conn.execute(_TOUCH, (touch.now, time.time() + touch.ttl_for(meta), key))
+                    conn.execute(_TOUCH, params)
                 except sqlite3.OperationalError:
-                    if begin == "BEGIN":
-                        raise _UpgradeBusy from None
-                    raise
-            return Record(data, meta)
+                    raise WouldBlock from None
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        return Record(data, meta)
 
     def write(self, op: Write) -> bool:
         if op.mode not in ("update", "create", "rotate"):
