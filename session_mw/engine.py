@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .config import SessionConfig
 from .cookies import CookieRules
@@ -26,6 +27,7 @@ from .session import Session
 from .stores.base import Meta, Record, Touch, Write
 from .tokens import Digester, new_token
 
+_T = TypeVar("_T")
 security_log = logging.getLogger("session_mw.security")
 MAX_USER_AGENT = 256
 
@@ -245,7 +247,7 @@ class Engine:
         if not incoming.live:
             out.expire_cookie = incoming.presented
             if session.has_content:
-                self._create(out, session, self._encode_all(session))
+                self._create(out, session, self._encode(session.encoded))
             return out
         assert incoming.meta is not None and incoming.key is not None
         if session.regenerate_requested:
@@ -253,7 +255,7 @@ class Engine:
             return out
         if not (session.accessed or session.meta_changed):
             return out
-        changed, removed = self._diff(session)
+        changed, removed = self._encode(session.changes)
         if not (changed or removed or session.meta_changed):
             return out
         now = self.clock()
@@ -305,7 +307,7 @@ class Engine:
             self.digest(token),
             meta,
             self._ttl(meta, now),
-            set=self._encode_all(session),
+            set=self._encode(session.encoded),
             old_key=incoming.key,
             previous_user=old.user_id,
         )
@@ -322,14 +324,9 @@ class Engine:
     def _max_age(meta: Meta, now: float) -> int | None:
         return max(0, int(meta.absolute_deadline - now)) if meta.remember else None
 
-    def _encode_all(self, session: Session) -> dict[str, bytes]:
+    def _encode(self, encode: Callable[[Callable[[Any], bytes]], _T]) -> _T:
+        """Run one of the session's encoders; a value JSON cannot hold is the app's error, named."""
         try:
-            return session.encoded(self.serializer.dumps)
-        except (TypeError, ValueError) as exc:
-            raise SessionError(f"a session value cannot be stored as JSON: {exc}") from None
-
-    def _diff(self, session: Session) -> tuple[dict[str, bytes], tuple[str, ...]]:
-        try:
-            return session.changes(self.serializer.dumps)
+            return encode(self.serializer.dumps)
         except (TypeError, ValueError) as exc:
             raise SessionError(f"a session value cannot be stored as JSON: {exc}") from None
