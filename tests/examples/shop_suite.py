@@ -35,6 +35,22 @@ THREADS = 4  # gunicorn --threads, as the contract serves the Flask shop
 Kind = Literal["fastapi", "flask"]
 
 
+def check_outage_inside_a_handler(client: httpx.Client, store: Any) -> None:
+    """Listing or revoking sessions hits the store from inside the handler: a store that goes
+    down there gives a one-line 503 (no traceback, no cookie change), and nothing is lost."""
+    assert client.post("/login", data={"username": "alice", "password": "wonderland"}).status_code == 303
+    assert client.get("/api/sessions").status_code == 200
+    store.down = True
+    for response in (client.get("/api/sessions"), client.get("/"), client.post("/api/logout-everywhere")):
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        assert response.text.count("\n") == 1 and "Traceback" not in response.text
+        assert "set-cookie" not in response.headers
+    store.down = False
+    assert client.get("/api/me").json() == {"user": "alice"}  # the session survived the outage
+    assert len(client.get("/api/sessions").json()["sessions"]) == 1
+
+
 def hide_session_mw_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove every ``SESSION_MW_*`` variable before an example is imported in-process.
 
