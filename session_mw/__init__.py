@@ -3,8 +3,19 @@
 from .asgi import SessionMiddleware, session_manager, session_of
 from .config import SessionConfig
 from .engine import Engine
-from .errors import ConfigError, SessionConflict, SessionError, StoreError, StoreUnavailable
-from .manage import AsyncSessionManager, SessionInfo, SessionManager
+from .errors import (
+    ConfigError,
+    SessionBusy,
+    SessionConflict,
+    SessionError,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+    ValueNotDecodable,
+    ValueNotStorable,
+)
+from .drivers import AsyncSessionManager, SessionManager
+from .manage import SessionInfo
 from .session import Session
 
 __all__ = [
@@ -12,14 +23,18 @@ __all__ = [
     "ConfigError",
     "Engine",
     "Session",
+    "SessionBusy",
     "SessionConfig",
     "SessionConflict",
     "SessionError",
     "SessionInfo",
     "SessionManager",
     "SessionMiddleware",
+    "SessionTooLarge",
     "StoreError",
     "StoreUnavailable",
+    "ValueNotDecodable",
+    "ValueNotStorable",
     "session_manager",
     "session_of",
 ]

@@ -2,23 +2,24 @@
 
 The session lives in ``scope["session"]``, so Starlette's ``request.session`` works as is.
 The store is read once, before the app runs, and only when the request carries a cookie
-shaped like one of our tokens; it is written once, when the response starts.
+shaped like one of our tokens; it is written once, when the response starts. This module
+only translates ASGI to the engine's plans and back; ``AsyncDriver`` runs them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import SessionConfig
-from .engine import BUSY_BODY, NO_COOKIE, UNAVAILABLE_BODY, Engine, LockPlan, Outcome, unavailable_headers
-from .errors import ConfigError, StoreUnavailable
-from .manage import AsyncSessionManager
+from .drivers import AsyncDriver, AsyncSessionManager
+from .engine import Answer, Engine, Exchange
+from .errors import ConfigError, SessionError
+from .manage import Sessions
 from .session import Session
 from .stores import open_async_store
-from .stores.base import AsyncLockingStore, AsyncStore
+from .stores.base import AsyncStore
 
 # As permissive as Starlette's own middleware types, so add_middleware() type-checks.
 Scope = Any
@@ -28,14 +29,15 @@ Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("session_mw")
-STATE_KEY = "session_mw"  # (middleware, incoming): what session_manager() needs, built only on demand
+STATE_KEY = "session_mw"  # (driver, exchange): what session_manager() needs, built only on demand
 
 
 class SessionMiddleware:
     """Server-side sessions for an ASGI app.
 
     ``app.add_middleware(SessionMiddleware, config=SessionConfig.from_env())``; ``store``
-    and ``engine`` replace the ones built from ``config`` (tests, custom stores).
+    and ``engine`` replace the ones built from ``config`` (tests, custom stores). The store
+    is checked at the ASGI lifespan start-up, so a store that cannot work stops the app there.
     """
 
     def __init__(
@@ -51,113 +53,95 @@ class SessionMiddleware:
         self.config = config
         self.engine = engine or Engine(config)
         self.store = store if store is not None else open_async_store(config)
+        self.driver = AsyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
-        if config.locking and not isinstance(self.store, AsyncLockingStore):
-            raise ConfigError(f"locking=True needs a store with locks; {type(self.store).__name__} has none")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, self._lifespan(send))
+            return
         if (kind != "http" and kind != "websocket") or (self._exclude and scope["path"].startswith(self._exclude)):
             await self.app(scope, receive, send)
             return
-        engine = self.engine
         cookie: str | None = None
+        user_agent = ""
         for name, value in scope["headers"]:
             if name == b"cookie":
                 text = value.decode("latin-1")
                 cookie = text if cookie is None else f"{cookie}; {text}"
-        if cookie is None:  # the common case: no session yet, so nothing to load or lock
-            incoming, lock, record = NO_COOKIE, None, None
-        else:
-            incoming = engine.begin(cookie)
-            lock = engine.lock_plan(incoming)
-            record = None
-            if incoming.key is not None:
-                try:
-                    if lock is not None and not await self._acquire(lock):
-                        await self._unavailable(scope, send, None)
-                        return
-                    record = await self.store.load(incoming.key, engine.touch())
-                except StoreUnavailable as exc:
-                    await self._release(lock)
-                    await self._unavailable(scope, send, exc)
-                    return
-        session = engine.open(incoming, record)
-        scope["session"] = session
-        scope[STATE_KEY] = (self, incoming)
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        exchange = self.engine.exchange(cookie, user_agent)
+        driver = self.driver
+        if exchange.needs_load:
+            answer = await driver.run(exchange.opening())
+            if answer is not None:
+                await _send_answer(scope, send, answer)
+                return
+        scope["session"] = exchange.session
+        scope[STATE_KEY] = (driver, exchange)
         if kind == "websocket":  # read-only: a websocket has no response to carry a cookie
-            await self._release(lock)
+            await driver.run(exchange.releasing())
             await self.app(scope, receive, send)
             return
 
+        started = False
         replaced = False
 
         async def send_with_session(message: Message) -> None:
-            nonlocal replaced, lock
+            nonlocal started, replaced
             if replaced:
-                return  # the app's own response was replaced by a 503
-            if message["type"] == "http.response.start" and (session.accessed or incoming.presented):
-                if session._new:
-                    session.user_agent = _user_agent(scope)
-                outcome = engine.finish(incoming, session, message["status"])
-                try:
-                    applied = await self._apply(outcome)
-                except StoreUnavailable as exc:
-                    replaced = True
-                    await self._unavailable(scope, send, exc)
-                    return
-                finally:
-                    await self._release(lock)
-                    lock = None
-                if outcome.rules is not None:
+                return  # the app's own response was replaced by ours
+            if message["type"] == "http.response.start":
+                started = True
+                if not exchange.untouched:
                     headers = message.get("headers", [])
                     existing = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-                    extra = outcome.headers(applied, existing)
-                    if extra:
-                        message["headers"] = [*headers, *((n.lower().encode(), v.encode("latin-1")) for n, v in extra)]
+                    result = await driver.run(exchange.closing(message["status"], existing))
+                    if isinstance(result, Answer):
+                        replaced = True
+                        await _send_answer(scope, send, result)
+                        return
+                    if result is not existing:
+                        message["headers"] = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in result]
             await send(message)
 
-        if lock is None:
-            await self.app(scope, receive, send_with_session)
-            return
         try:
             await self.app(scope, receive, send_with_session)
+        except SessionError as exc:  # raised inside the handler: a manager call, say
+            answer = self.engine.answer_for(exc)
+            if answer is None or started:
+                raise
+            await _send_answer(scope, send, answer)
         finally:
-            await self._release(lock)  # the app failed before its response started
+            await driver.run(exchange.releasing())  # a no-op unless the app failed before its response
 
-    async def _acquire(self, lock: LockPlan) -> bool:
-        for wait in lock.waits:
-            if await self.store.acquire_lock(lock.key, lock.owner, lock.lease):  # type: ignore[attr-defined]
-                return True
-            await asyncio.sleep(wait)
-        return bool(await self.store.acquire_lock(lock.key, lock.owner, lock.lease))  # type: ignore[attr-defined]
+    def _lifespan(self, send: Send) -> Send:
+        """Check the store when the app reports its start-up, close it at shutdown."""
 
-    async def _release(self, lock: LockPlan | None) -> None:
-        if lock is None:
-            return
-        try:
-            await self.store.release_lock(lock.key, lock.owner)  # type: ignore[attr-defined]
-        except StoreUnavailable:
-            log.warning("could not release a session lock; its lease will end it")
+        async def send_checked(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                try:
+                    await self.driver.check()
+                except ConfigError as exc:
+                    log.error("session store cannot be used: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+            elif message["type"] == "lifespan.shutdown.complete":
+                await self.driver.close()
+            await send(message)
 
-    async def _apply(self, outcome: Outcome) -> bool:
-        if outcome.delete is not None:
-            await self.store.delete(outcome.delete)
-        if outcome.write is not None:
-            return await self.store.write(outcome.write)
-        return True
+        return send_checked
 
-    async def _unavailable(self, scope: Scope, send: Send, exc: Exception | None) -> None:
-        """503: the store is down (``exc``) or, with ``exc=None``, the session stayed locked."""
-        if exc is not None:
-            log.warning("session store unavailable: %s", exc)
-        body = UNAVAILABLE_BODY if exc is not None else BUSY_BODY
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1013, "reason": "session unavailable"})
-            return
-        headers = [(n.lower().encode(), v.encode()) for n, v in unavailable_headers(self.config, body)]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+async def _send_answer(scope: Scope, send: Send, answer: Answer) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1013, "reason": "session unavailable"})
+        return
+    headers = [(n.lower().encode(), v.encode()) for n, v in answer.headers]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def session_of(request: Any) -> Session:
@@ -170,20 +154,14 @@ def session_of(request: Any) -> Session:
 
 
 def session_manager(request: Any) -> AsyncSessionManager:
-    """The per-user session operations for this request (list, revoke, revoke_all)."""
+    """The current user's session operations for this request (list, revoke, revoke_all)."""
     scope = request.scope if hasattr(request, "scope") else request
     try:
-        middleware, incoming = scope[STATE_KEY]
+        driver, exchange = scope[STATE_KEY]
     except KeyError:
         raise RuntimeError("session_mw.asgi.SessionMiddleware must be installed to manage sessions") from None
-    return AsyncSessionManager(middleware.store, middleware.engine.touch, scope["session"], incoming)
+    assert isinstance(exchange, Exchange)
+    return AsyncSessionManager(driver, Sessions(exchange.engine.lifetime, exchange))
 
 
-def _user_agent(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"user-agent":
-            return str(value.decode("latin-1"))
-    return ""
-
-
-__all__ = ["Session", "SessionMiddleware", "session_manager"]
+__all__ = ["Session", "SessionMiddleware", "session_manager", "session_of"]

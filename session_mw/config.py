@@ -52,6 +52,7 @@ class SessionConfig:
     retry_after: int = 5
     locking: bool = False
     lock_timeout: float = 10.0
+    max_session_bytes: int = 262144
 
     def __post_init__(self) -> None:
         if not self.store_url.startswith(_STORE_SCHEMES):
@@ -89,6 +90,8 @@ class SessionConfig:
         for name in ("store_connect_timeout", "store_socket_timeout", "lock_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds")
+        if self.max_session_bytes < 1024:
+            raise ConfigError(f"max_session_bytes must be at least 1024; got {self.max_session_bytes!r}")
         if any(not p.startswith("/") for p in self.exclude_paths):
             raise ConfigError("every entry of exclude_paths must start with '/'")
 

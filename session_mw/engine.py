@@ -1,13 +1,17 @@
 """The sans-IO core: every session rule, no I/O and no framework.
 
-An adapter (ASGI, WSGI, Flask) calls, per request:
+One ``Exchange`` holds a request's session state, and every transition is in it. A door
+(ASGI, WSGI, Flask) does, per request:
 
-1. ``begin(cookie_header)``: which session, if any, to load;
-2. ``open(incoming, record, user_agent)``: the ``Session`` the app sees;
-3. ``finish(incoming, session, status)``: an ``Outcome`` naming what to write and delete;
-4. ``outcome.headers(applied, ...)``: the Set-Cookie / Vary / Cache-Control to add.
+1. ``exchange = engine.exchange(cookie_header, user_agent)``;
+2. when ``exchange.needs_load``: ``answer = driver.run(exchange.opening())``, the lock and
+   the load; an ``Answer`` (503) replaces the app's response;
+3. runs the app with ``exchange.session``;
+4. at the response start: ``driver.run(exchange.closing(status, headers))``, which writes
+   what the app changed and returns the headers to send, or an ``Answer`` to send instead;
+5. finally ``driver.run(exchange.releasing())`` (the lock, when one is held).
 
-Only steps 2-3 of the adapter touch the store, and only as the outcome says.
+The plans yield typed store operations (and ``Pause``); the drivers carry them to the store.
 """
 
 from __future__ import annotations
@@ -15,105 +19,69 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from .config import SessionConfig
 from .cookies import CookieRules
-from .errors import SessionError
+from .errors import SessionBusy, SessionError, SessionTooLarge, StoreUnavailable, ValueNotStorable
 from .serializers import Serializer, default_serializer
 from .session import Session
-from .stores.base import Meta, Record, Touch, Write
+from .stepping import Plan
+from .stores.base import (
+    MAX_USER_AGENT,
+    MAX_USER_ID,
+    AcquireLock,
+    Create,
+    Delete,
+    Lifetime,
+    Load,
+    Meta,
+    Op,
+    Record,
+    ReleaseLock,
+    Rotate,
+    Update,
+)
 from .tokens import Digester, new_token
 
-_T = TypeVar("_T")
 security_log = logging.getLogger("session_mw.security")
-MAX_USER_AGENT = 256
+log = logging.getLogger("session_mw")
+Headers = list[tuple[str, str]]
 
-
-@dataclass(slots=True)
-class Incoming:
-    """What the request brought: a candidate token (never printed) and its store key."""
-
-    token: str | None = field(default=None, repr=False)
-    key: str | None = None
-    presented: bool = False
-    meta: Meta | None = None
-    dead_key: str | None = None
-
-    @property
-    def live(self) -> bool:
-        return self.meta is not None
-
-
-#: What a request without any Cookie header brings. Shared: nothing mutates an ``Incoming``
-#: that carries no key (only ``open`` with a stored record does).
-NO_COOKIE = Incoming()
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What the engine decided at the end of a request."""
-
-    write: Write | None = None
-    delete: str | None = None
-    token: str | None = field(default=None, repr=False)
-    max_age: int | None = None
-    expire_cookie: bool = False
-    vary: bool = False
-    rules: CookieRules | None = field(default=None, repr=False)
-
-    def headers(self, applied: bool = True, existing: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
-        """Headers to add to a response that already has ``existing``.
-
-        ``applied`` is what the store said of ``write`` (False: the session was gone).
-        """
-        out: list[tuple[str, str]] = []
-        if self.rules is None:
-            return out
-        vary: list[str] = []
-        has_cache_control = False
-        for name, value in existing:
-            lowered = name.lower()
-            if lowered == "vary":
-                vary.append(value)
-            elif lowered == "cache-control":
-                has_cache_control = True
-        if self.token is not None and applied:
-            out.append(("Set-Cookie", self.rules.set_cookie(self.token, self.max_age)))
-        elif self.expire_cookie or (self.write is not None and not applied):
-            out.append(("Set-Cookie", self.rules.expire_cookie()))
-        if self.vary and not any("cookie" in v.lower() or "*" in v for v in vary):
-            out.append(("Vary", "Cookie"))
-        if out and out[0][0] == "Set-Cookie" and not has_cache_control:
-            out.append(("Cache-Control", "no-store"))
-        return out
-
-
-NOTHING = Outcome()
 UNAVAILABLE_BODY = b"Session store unavailable; please retry shortly.\n"
 BUSY_BODY = b"Session busy with another request; please retry shortly.\n"
+UNSAVED_BODY = b"The session could not be saved.\n"
 
 
 @dataclass(frozen=True, slots=True)
-class LockPlan:
-    """How a door takes the session lock: try, sleep ``waits[i]``, try again, then give up."""
+class Pause:
+    """Not a store operation: the driver sleeps (between two tries of a lock)."""
 
-    key: str
-    owner: str = field(repr=False)
-    lease: float
-    waits: tuple[float, ...]
+    seconds: float
 
 
-def unavailable_headers(config: SessionConfig, body: bytes = UNAVAILABLE_BODY) -> list[tuple[str, str]]:
-    """Headers of the 503 both doors send when the store cannot be reached (or the session stays locked)."""
-    return [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Retry-After", str(config.retry_after)),
-        ("Cache-Control", "no-store"),
-        ("Content-Length", str(len(body))),
-    ]
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A response the middleware sends instead of the app's; the same in every door."""
+
+    status: int
+    reason: str
+    body: bytes
+    headers: Headers
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {self.reason}"
+
+
+def _answer(config: SessionConfig, status: int, reason: str, body: bytes) -> Answer:
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+    if status == 503:
+        headers.append(("Retry-After", str(config.retry_after)))
+    headers.append(("Content-Length", str(len(body))))
+    return Answer(status, reason, body, headers)
 
 
 def _backoff(total: float) -> tuple[float, ...]:
@@ -129,7 +97,7 @@ def _backoff(total: float) -> tuple[float, ...]:
 
 
 class Engine:
-    """The session rules of one ``SessionConfig``; shared by every adapter."""
+    """The session rules of one ``SessionConfig``; shared by every door and request."""
 
     def __init__(
         self,
@@ -145,188 +113,325 @@ class Engine:
         self.session_class = session_class
         self.cookies = CookieRules(config)
         self.digest = Digester(config.digest_key)
-        self._touch_interval = float(config.effective_touch_interval)
-        self._idle = float(config.idle_timeout)
-        self._absolute = float(config.absolute_timeout)
-        self._lock_waits = _backoff(config.lock_timeout)
-        self._lock_lease = max(30.0, 3 * config.lock_timeout)
+        self.lifetime = Lifetime(
+            float(config.idle_timeout), float(config.absolute_timeout), float(config.effective_touch_interval)
+        )
+        self.lock_waits = _backoff(config.lock_timeout)
+        self.lock_lease = max(30.0, 3 * config.lock_timeout)
+        self.unavailable = _answer(config, 503, "Service Unavailable", UNAVAILABLE_BODY)
+        self.busy = _answer(config, 503, "Service Unavailable", BUSY_BODY)
+        self.unsaved = _answer(config, 500, "Internal Server Error", UNSAVED_BODY)
 
     def __repr__(self) -> str:
         return f"Engine(cookie={self.cookies.name!r}, store_url=<hidden>)"
 
-    # -- request in ----------------------------------------------------------------
-
-    def begin(self, cookie_header: str | None) -> Incoming:
+    def exchange(self, cookie_header: str | None, user_agent: str = "") -> Exchange:
+        """The session state of one request, from its Cookie header (lines joined by ``;`` or ``,``)."""
         if not cookie_header:
-            return NO_COOKIE
+            return Exchange(self, None, False, user_agent)
         token, presented = self.cookies.read(cookie_header)
-        if token is None:
-            if presented:
-                security_log.info("malformed, oversized or duplicated session cookie ignored")
-            return Incoming(presented=presented)
-        return Incoming(token=token, key=self.digest(token), presented=True)
+        if token is None and presented:
+            security_log.info("malformed, oversized or duplicated session cookie ignored")
+        return Exchange(self, token, presented, user_agent)
 
-    def lock_plan(self, incoming: Incoming) -> LockPlan | None:
-        """The lock to hold from load to save, when ``locking`` is on and there is a session to lock."""
-        if not self.config.locking or incoming.key is None:
-            return None
-        return LockPlan(incoming.key, secrets.token_hex(16), self._lock_lease, self._lock_waits)
+    def answer_for(self, exc: BaseException, *, report: bool = True) -> Answer | None:
+        """The answer to a session failure: 503 for the store down or the session busy; None for others.
 
-    def touch(self) -> Touch:
-        return Touch(self.clock(), self._touch_interval, self._idle)
-
-    def open(self, incoming: Incoming, record: Record | None, user_agent: str = "") -> Session:
-        """The session the app sees, from what the store returned (None: no live session)."""
-        now = self.clock()
-        session = self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
-        if incoming.presented:
-            self._fill(session, incoming, record)
-        return session
-
-    def lazy(self, incoming: Incoming, user_agent: str, load: Callable[[str, Touch], Record | None]) -> Session:
-        """A session that calls ``load`` only when the app first uses it (sync doors)."""
-        now = self.clock()
-        session = self.session_class(created_at=now, last_seen=now, user_agent=user_agent[:MAX_USER_AGENT])
-        key = incoming.key
-        if key is not None:
-            session.defer(lambda s: self._fill(s, incoming, load(key, self.touch())))
-        return session
-
-    def _fill(self, session: Session, incoming: Incoming, record: Record | None) -> None:
-        now = self.clock()
-        if record is not None:
-            meta = record.meta
-            if meta.last_seen + self._idle <= now or meta.absolute_deadline <= now:
-                incoming.dead_key = incoming.key
-                record = None
-            else:
-                try:
-                    loads = self.serializer.loads
-                    data = {k: loads(v) for k, v in record.data.items()}
-                except ValueError:
-                    security_log.error("stored session could not be decoded; starting a new one")
-                    record = None
-        if record is None:
-            if incoming.key is not None and incoming.dead_key is None:
-                security_log.info("unknown or expired session token presented")
-            return
-        incoming.meta = meta
-        touched = meta.last_seen + self._touch_interval <= now
-        session._fill(
-            data, record.data, meta.created_at, now if touched else meta.last_seen, meta.user_id, meta.remember
-        )
-
-    # -- response out --------------------------------------------------------------
-
-    def finish(self, incoming: Incoming, session: Session | None, status: int = 200) -> Outcome:
-        """Decide what to write, delete and send, after the app has run.
-
-        Returns ``NOTHING`` (whose ``rules`` is None) when there is nothing to do at all, so
-        the doors can skip looking at the response headers.
+        ``report``: log it (once: a failure already logged where it was caught is not logged again).
         """
-        if session is not None and not (session.accessed or incoming.presented):
-            return NOTHING  # the app never used the session and the browser sent none
-        out = self._decide(incoming, session, status)
-        if out.write is None and out.delete is None and not (out.expire_cookie or out.vary):
-            return NOTHING
-        return out
+        if isinstance(exc, StoreUnavailable):
+            if report:
+                log.warning("session store unavailable: %s", exc)
+            return self.unavailable
+        if isinstance(exc, SessionBusy):
+            return self.busy
+        return None
 
-    def _decide(self, incoming: Incoming, session: Session | None, status: int) -> Outcome:
-        if session is None:
-            return NOTHING if not incoming.presented else Outcome(expire_cookie=True, rules=self.cookies)
-        if session.pending:  # never used, never loaded: nothing to say about it
-            return NOTHING
-        out = Outcome(vary=session.accessed, rules=self.cookies, delete=incoming.dead_key)
-        if status >= 500:
-            return out
-        if session.invalidated or (incoming.live and not session.has_content):
-            if incoming.live:
-                out.delete = incoming.key
-            out.expire_cookie = incoming.presented
-            return out
-        if not incoming.live:
-            out.expire_cookie = incoming.presented
-            if session.has_content:
-                self._create(out, session, self._encode(session.encoded))
-            return out
-        assert incoming.meta is not None and incoming.key is not None
-        if session.regenerate_requested:
-            self._rotate(out, incoming, session)
-            return out
-        if not (session.accessed or session.meta_changed):
-            return out
-        changed, removed = self._encode(session.changes)
-        if not (changed or removed or session.meta_changed):
-            return out
-        now = self.clock()
-        meta = self._meta(session, incoming.meta, now)
-        out.write = Write(
-            "update",
-            incoming.key,
-            meta,
-            self._ttl(meta, now),
-            set=changed,
-            delete=removed,
-            previous_user=incoming.meta.user_id,
+
+class Exchange:
+    """One request's session: what came in, what the app did, and what goes out."""
+
+    __slots__ = (
+        "_held",
+        "_owner",
+        "_token",
+        "corrupt",
+        "engine",
+        "failure",
+        "events",
+        "key",
+        "meta",
+        "presented",
+        "session",
+        "user_agent",
+    )
+
+    def __init__(self, engine: Engine, token: str | None, presented: bool, user_agent: str) -> None:
+        self.engine = engine
+        self._token = token
+        self.key = engine.digest(token) if token is not None else None
+        self.presented = presented
+        self.user_agent = user_agent[:MAX_USER_AGENT]
+        self.meta: Meta | None = None
+        self.corrupt = False
+        self.failure: SessionError | None = None
+        self.events: list[str] = []
+        self._owner: str | None = None
+        self._held = False
+        now = engine.clock()
+        self.session = engine.session_class(created_at=now, last_seen=now, user_agent=self.user_agent)
+
+    def __repr__(self) -> str:
+        return f"Exchange(presented={self.presented}, live={self.live})"
+
+    @property
+    def needs_load(self) -> bool:
+        return self.key is not None
+
+    @property
+    def live(self) -> bool:
+        """The request brought a session that the store still had."""
+        return self.meta is not None
+
+    @property
+    def holds_lock(self) -> bool:
+        return self._held
+
+    @property
+    def untouched(self) -> bool:
+        """Nothing to do at the response: the app never used the session and the browser sent none."""
+        return not (self.session.accessed or self.presented)
+
+    def defer(self, load: Callable[[Exchange], None]) -> None:
+        """Load lazily: ``load(self)`` runs the opening plan the first time the app uses the session."""
+        if self.key is not None:
+            self.session.defer(lambda session: load(self))
+
+    # -- opening: the lock, then the load ------------------------------------------------
+
+    def opening(self) -> Plan[Answer | None]:
+        engine = self.engine
+        assert self.key is not None
+        try:
+            if engine.config.locking and not (yield from self._acquire()):
+                self.failure = SessionBusy("the session stayed locked by another request")
+                return engine.busy
+            record = yield Load(self.key, engine.lifetime)
+        except StoreUnavailable as exc:
+            self.failure = exc
+            yield from self.releasing()
+            return engine.answer_for(exc)
+        self._fill(record)
+        return None
+
+    def _acquire(self) -> Plan[bool]:
+        engine = self.engine
+        assert self.key is not None
+        self._owner = owner = secrets.token_hex(16)
+        for wait in (*engine.lock_waits, None):
+            if (yield AcquireLock(self.key, owner, engine.lock_lease)):
+                self._held = True
+                return True
+            if wait is not None:
+                yield Pause(wait)
+        return False
+
+    def releasing(self) -> Plan[None]:
+        if not self._held:
+            return
+        self._held = False
+        assert self.key is not None and self._owner is not None
+        try:
+            yield ReleaseLock(self.key, self._owner)
+        except StoreUnavailable:
+            log.warning("could not release a session lock; its lease will end it")
+
+    def _fill(self, record: Record | None) -> None:
+        if record is None:
+            security_log.info("unknown or expired session token presented")
+            return
+        loads = self.engine.serializer.loads
+        try:
+            data = {name: loads(value) for name, value in record.data.items()}
+        except (ValueError, TypeError, RecursionError):
+            security_log.warning("undecodable session value: the session is dropped")
+            self.corrupt = True
+            return
+        meta = self.meta = record.meta
+        self.session._fill(
+            data, record.data, meta.created_at, meta.last_seen, meta.user_id, meta.remember, meta.user_agent
         )
-        if meta.remember != incoming.meta.remember:
-            out.token = incoming.token
-            out.max_age = self._max_age(meta, now)
+
+    # -- closing: the writes, then the headers ---------------------------------------------
+
+    def closing(self, status: int, headers: Headers) -> Plan[Headers | Answer]:
+        """Write what the app changed and return ``headers`` plus ours, or the ``Answer`` to send instead."""
+        engine = self.engine
+        try:
+            decision = self._decide(status)
+        except SessionError as exc:
+            log.error("session not saved: %s: %s", type(exc).__name__, exc)
+            yield from self.releasing()
+            return engine.unsaved
+        applied = True
+        try:
+            for op in decision.ops:
+                result = yield op
+                if op is decision.conditional and not result:
+                    applied = False
+        except StoreUnavailable as exc:
+            yield from self.releasing()
+            answer = engine.answer_for(exc)
+            assert answer is not None
+            return answer
+        yield from self.releasing()
+        cookie = decision.cookie
+        if not applied:
+            self.events.append("stale_write_refused")
+            security_log.warning("stale write refused: the session ended while this request ran")
+            cookie = engine.cookies.expire_cookie()
+        return self._headers(headers, cookie)
+
+    def _headers(self, headers: Headers, cookie: str | None) -> Headers:
+        vary = self.session.accessed
+        if cookie is None and not vary:
+            return headers
+        out: Headers = []
+        merged = False
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == "cache-control" and cookie is not None:
+                continue  # a response that carries a session cookie is never cached: no-store replaces it
+            if lowered == "vary" and vary and not merged:
+                merged = True
+                if "cookie" not in value.lower() and "*" not in value:
+                    value = f"{value}, Cookie" if value.strip() else "Cookie"
+            out.append((name, value))
+        if vary and not merged:
+            out.append(("Vary", "Cookie"))
+        if cookie is not None:
+            out.append(("Set-Cookie", cookie))
+            out.append(("Cache-Control", "no-store"))
         return out
 
-    # -- helpers -------------------------------------------------------------------
+    def _decide(self, status: int) -> _Decision:
+        session = self.session
+        cookies = self.engine.cookies
+        if session.pending:  # a lazy session the app never used: nothing was loaded
+            return _Decision((), None)
+        ops: list[Op[Any]] = []
+        if self.corrupt:
+            assert self.key is not None
+            ops.append(Delete(self.key))
+        expire = cookies.expire_cookie() if self.presented else None
+        if status >= 500:
+            return _Decision(tuple(ops), None)  # the app failed: save nothing
+        meta = self.meta
+        if meta is None or session.invalidated:
+            if meta is not None:
+                assert self.key is not None
+                ops.append(Delete(self.key, meta.user_id))
+            if not session.has_content:
+                return _Decision(tuple(ops), expire)
+            create, cookie = self._create()
+            ops.append(create)
+            return _Decision(tuple(ops), cookie)
+        assert self.key is not None
+        if not session.has_content:
+            ops.append(Delete(self.key, meta.user_id))
+            return _Decision(tuple(ops), expire)
+        if session.regenerate_requested:
+            rotate, cookie = self._rotate(meta)
+            ops.append(rotate)
+            return _Decision(tuple(ops), cookie, conditional=rotate)
+        if not session.accessed:
+            return _Decision(tuple(ops), None)
+        changed, removed = self._encode(session.changes)
+        remember = session._remember if session._remember != meta.remember else None
+        if not (changed or removed or remember is not None):
+            return _Decision(tuple(ops), None)
+        self._check_size({**{k: v for k, v in session._loaded.items() if k not in removed}, **changed})
+        update = Update(self.key, self.engine.lifetime, changed, removed, remember)
+        ops.append(update)
+        same_token: str | None = None
+        if remember is not None:  # the same token, with the new persistence
+            assert self._token is not None
+            same_token = cookies.set_cookie(self._token, self._max_age(meta, remember))
+        return _Decision(tuple(ops), same_token, conditional=update)
 
-    def _create(self, out: Outcome, session: Session, data: dict[str, bytes]) -> None:
-        now = self.clock()
+    # -- helpers ---------------------------------------------------------------------
+
+    def _create(self) -> tuple[Create, str]:
+        engine, session = self.engine, self.session
+        now = engine.clock()
         meta = Meta(
             created_at=now,
             last_seen=now,
-            absolute_deadline=now + self._absolute,
-            user_id=session._user_id,
-            user_agent=session.user_agent,
-            remember=session.remember,
+            absolute_deadline=now + engine.lifetime.absolute_timeout,
+            user_id=self._user_id(),
+            user_agent=self.user_agent,
+            remember=session._remember,
+            public_id=secrets.token_hex(8),
         )
-        token = new_token(self.config.token_bytes)
-        out.write = Write("create", self.digest(token), meta, self._ttl(meta, now), set=data)
-        out.token = token
-        out.max_age = self._max_age(meta, now)
-        out.expire_cookie = False
+        token = new_token(engine.config.token_bytes)
+        op = Create(engine.digest(token), meta, self._encode_all(), engine.lifetime)
+        return op, engine.cookies.set_cookie(token, self._max_age(meta, meta.remember))
 
-    def _rotate(self, out: Outcome, incoming: Incoming, session: Session) -> None:
-        assert incoming.meta is not None
-        old = incoming.meta
-        now = self.clock()
-        if session._user_id != old.user_id:
-            created, deadline = now, now + self._absolute  # a login starts a new lifetime
+    def _rotate(self, old: Meta) -> tuple[Rotate, str]:
+        engine, session = self.engine, self.session
+        assert self.key is not None
+        now = engine.clock()
+        if session.logged_in:  # a login starts a new lifetime and a new identity in the UI
+            created, deadline, public_id = now, now + engine.lifetime.absolute_timeout, secrets.token_hex(8)
         else:
-            created, deadline = old.created_at, old.absolute_deadline
-        meta = Meta(created, now, deadline, session._user_id, session.user_agent or old.user_agent, session.remember)
-        token = new_token(self.config.token_bytes)
-        out.write = Write(
-            "rotate",
-            self.digest(token),
-            meta,
-            self._ttl(meta, now),
-            set=self._encode(session.encoded),
-            old_key=incoming.key,
-            previous_user=old.user_id,
-        )
-        out.token = token
-        out.max_age = self._max_age(meta, now)
+            created, deadline, public_id = old.created_at, engine.lifetime.deadline(old), old.public_id
+        meta = Meta(created, now, deadline, self._user_id(), self.user_agent, session._remember, public_id)
+        token = new_token(engine.config.token_bytes)
+        op = Rotate(self.key, engine.digest(token), meta, self._encode_all(), engine.lifetime, old.user_id)
+        return op, engine.cookies.set_cookie(token, self._max_age(meta, meta.remember))
 
-    def _meta(self, session: Session, old: Meta, now: float) -> Meta:
-        return Meta(old.created_at, now, old.absolute_deadline, session._user_id, old.user_agent, session.remember)
+    def _max_age(self, meta: Meta, remember: bool) -> int | None:
+        if not remember:
+            return None
+        return max(0, int(self.engine.lifetime.deadline(meta) - self.engine.clock()))
 
-    def _ttl(self, meta: Meta, now: float) -> float:
-        return min(self._idle, meta.absolute_deadline - now)
+    def _user_id(self) -> str | None:
+        user = self.session._user_id
+        if user is None:
+            return None
+        try:
+            user.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueNotStorable("user_id is not valid Unicode text (a lone surrogate)") from None
+        if len(user) > MAX_USER_ID:
+            raise ValueNotStorable(f"user_id is longer than {MAX_USER_ID} characters")
+        return user
 
-    @staticmethod
-    def _max_age(meta: Meta, now: float) -> int | None:
-        return max(0, int(meta.absolute_deadline - now)) if meta.remember else None
+    def _encode_all(self) -> dict[str, bytes]:
+        data: dict[str, bytes] = self._encode(self.session.encoded)
+        self._check_size(data)
+        return data
 
-    def _encode(self, encode: Callable[[Callable[[Any], bytes]], _T]) -> _T:
+    def _check_size(self, data: Mapping[str, bytes]) -> None:
+        limit = self.engine.config.max_session_bytes
+        size = sum(len(name) + len(value) for name, value in data.items())
+        if size > limit:
+            raise SessionTooLarge(f"the session holds {size} bytes, more than max_session_bytes={limit}")
+
+    def _encode(self, encode: Callable[[Callable[[Any], bytes]], Any]) -> Any:
         """Run one of the session's encoders; a value JSON cannot hold is the app's error, named."""
         try:
-            return encode(self.serializer.dumps)
-        except (TypeError, ValueError) as exc:
-            raise SessionError(f"a session value cannot be stored as JSON: {exc}") from None
+            return encode(self.engine.serializer.dumps)
+        except SessionError:
+            raise
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueNotStorable(f"a session value cannot be stored as JSON: {type(exc).__name__}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What ``closing`` writes, the Set-Cookie it sends, and the write whose refusal expires the cookie."""
+
+    ops: tuple[Op[Any], ...]
+    cookie: str | None
+    conditional: Op[Any] | None = None

@@ -26,3 +26,19 @@ class StoreUnavailable(StoreError):
 
 class SessionConflict(SessionError):
     """The session was changed or removed by another request while this one ran."""
+
+
+class SessionBusy(SessionConflict):
+    """The session stayed locked by another request for longer than ``lock_timeout``."""
+
+
+class ValueNotStorable(SessionError, TypeError):
+    """A session value (or the user id) cannot be stored; the message names why, never the value."""
+
+
+class ValueNotDecodable(SessionError, ValueError):
+    """Stored bytes do not decode to a session value."""
+
+
+class SessionTooLarge(SessionError, ValueError):
+    """The session's encoded data is larger than ``max_session_bytes``; nothing was written."""

@@ -1,29 +1,35 @@
 """A user's sessions: list them, revoke one, revoke all ("log out everywhere").
 
-The rules (which sessions are live, which one is current) are pure functions here; the sync
-and async managers only add the store calls.
+The rules are plans here, run by a driver (``drivers.SessionManager`` for blocking apps,
+``drivers.AsyncSessionManager`` for asyncio ones). A manager bound to a request acts on the
+current user's sessions only; the ops CLI builds one bound to no request, for any user.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import Incoming
-from .session import Session
-from .stores.base import AsyncStore, Meta, Store, Touch
+from .errors import SessionError
+from .stepping import Plan
+from .stores.base import Delete, Lifetime, Meta, SessionsOf
+
+if TYPE_CHECKING:
+    from .engine import Exchange
 
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """One live session of a user, as shown on an "active sessions" page.
 
-    ``digest`` is the store key (a digest of the token, never the token itself): pass it to
-    ``revoke`` to end that session.
+    ``id`` is random, stored with the session: it reveals nothing of the token or the store
+    key. Pass it to ``revoke`` to end that session.
     """
 
-    digest: str
+    id: str
     user_id: str | None
     created_at: datetime
     last_seen: datetime
@@ -33,7 +39,7 @@ class SessionInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.digest[:16],
+            "id": self.id,
             "created_at": self.created_at.isoformat(),
             "last_seen": self.last_seen.isoformat(),
             "user_agent": self.user_agent,
@@ -45,89 +51,89 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
-def live_infos(rows: list[tuple[str, Meta]], touch: Touch, current_key: str | None) -> list[SessionInfo]:
-    """The rows still alive by the idle and absolute rules, newest activity first."""
-    infos = [
-        SessionInfo(key, m.user_id, _utc(m.created_at), _utc(m.last_seen), m.user_agent, m.remember, key == current_key)
-        for key, m in rows
-        if touch.alive(m)
-    ]
-    infos.sort(key=lambda i: i.last_seen, reverse=True)
-    return infos
+def public_id(key: str, meta: Meta) -> str:
+    """The id a UI shows; records of the first release have none, so theirs is a hash of the key."""
+    if meta.public_id:
+        return meta.public_id
+    return hashlib.sha256(b"session_mw public id\x00" + key.encode()).hexdigest()[:16]
 
 
-class _Bound:
-    """What every manager knows: the clock, and the request's session and what it came with."""
+class Sessions:
+    """The plans behind a session manager, bound to a request's ``Exchange`` (or to none: the CLI)."""
 
-    def __init__(self, touch: Any, session: Session | None = None, incoming: Incoming | None = None) -> None:
-        self._touch = touch
-        self._session = session
-        self._incoming = incoming
-
-    @property
-    def _current_key(self) -> str | None:
-        if self._session is None or self._incoming is None:
-            return None
-        self._session._use()  # a lazy session must be loaded to know whether it is live
-        return self._incoming.key if self._incoming.live else None
+    def __init__(self, lifetime: Lifetime, exchange: Exchange | None = None) -> None:
+        self._lifetime = lifetime
+        self._exchange = exchange
 
     def _user(self, user_id: str | None) -> str | None:
-        if user_id is not None:
+        exchange = self._exchange
+        if exchange is None:
+            if user_id is None:
+                raise SessionError("a session manager bound to no request needs a user_id")
             return user_id
-        return self._session.user_id if self._session is not None else None
+        current = exchange.session.user_id  # loads a lazy session
+        if user_id is not None and user_id != current:
+            raise SessionError("a request's session manager acts only on the current user's sessions")
+        return current
 
-    def _end_current(self, digests: list[str]) -> None:
-        if self._session is not None and self._current_key in digests:
-            self._session.invalidate()
+    def _current_key(self) -> str | None:
+        exchange = self._exchange
+        return exchange.key if exchange is not None and exchange.live else None
 
+    def _rows(self, user: str) -> Plan[list[tuple[str, Meta]]]:
+        rows: list[tuple[str, Meta]] = yield SessionsOf(user, self._lifetime)
+        return rows
 
-class SessionManager(_Bound):
-    """Sync per-user operations; ``user_id=None`` means the current session's user."""
-
-    def __init__(
-        self, store: Store, touch: Any, session: Session | None = None, incoming: Incoming | None = None
-    ) -> None:
-        super().__init__(touch, session, incoming)
-        self.store = store
-
-    def list(self, user_id: str | None = None) -> list[SessionInfo]:
+    def listing(self, user_id: str | None = None) -> Plan[list[SessionInfo]]:
+        """The user's live sessions, the most recently active first."""
         user = self._user(user_id)
-        return [] if user is None else live_infos(self.store.user_sessions(user), self._touch(), self._current_key)
+        if user is None:
+            return []
+        current = self._current_key()
+        infos = [
+            SessionInfo(
+                public_id(key, m),
+                m.user_id,
+                _utc(m.created_at),
+                _utc(m.last_seen),
+                m.user_agent,
+                m.remember,
+                key == current,
+            )
+            for key, m in (yield from self._rows(user))
+        ]
+        infos.sort(key=lambda i: i.last_seen, reverse=True)
+        return infos
 
-    def revoke(self, digest: str) -> None:
-        self.store.delete(digest)
-        self._end_current([digest])
+    def revoking(self, session_id: str) -> Plan[bool]:
+        """End the current user's session whose id is ``session_id``; False when none is."""
+        user = self._user(None)
+        if user is None or not isinstance(session_id, str):
+            return False
+        for key, meta in (yield from self._rows(user)):
+            if hmac.compare_digest(public_id(key, meta).encode(), session_id.encode()):
+                yield Delete(key, user)
+                self._end_current([key])
+                return True
+        return False
 
-    def revoke_all(self, user_id: str | None = None, *, except_current: bool = False) -> int:
-        doomed = [i.digest for i in self.list(user_id) if not (except_current and i.current)]
-        for digest in doomed:
-            self.store.delete(digest)
+    def revoking_all(self, user_id: str | None = None, except_current: bool = False) -> Plan[int]:
+        """End every live session of the user (this one too, unless ``except_current``)."""
+        user = self._user(user_id)
+        if user is None:
+            return 0
+        current = self._current_key()
+        doomed = [key for key, _ in (yield from self._rows(user)) if not (except_current and key == current)]
+        for key in doomed:
+            yield Delete(key, user)
         self._end_current(doomed)
         return len(doomed)
 
+    def _end_current(self, keys: list[str]) -> None:
+        current = self._current_key()
+        if current is not None and current in keys:
+            assert self._exchange is not None
+            self._exchange.session.invalidate()
 
-class AsyncSessionManager(_Bound):
-    """The asyncio face of ``SessionManager``."""
 
-    def __init__(
-        self, store: AsyncStore, touch: Any, session: Session | None = None, incoming: Incoming | None = None
-    ) -> None:
-        super().__init__(touch, session, incoming)
-        self.store = store
-
-    async def list(self, user_id: str | None = None) -> list[SessionInfo]:
-        user = self._user(user_id)
-        return (
-            [] if user is None else live_infos(await self.store.user_sessions(user), self._touch(), self._current_key)
-        )
-
-    async def revoke(self, digest: str) -> None:
-        await self.store.delete(digest)
-        self._end_current([digest])
-
-    async def revoke_all(self, user_id: str | None = None, *, except_current: bool = False) -> int:
-        doomed = [i.digest for i in await self.list(user_id) if not (except_current and i.current)]
-        for digest in doomed:
-            await self.store.delete(digest)
-        self._end_current(doomed)
-        return len(doomed)
+__all__ = ["SessionInfo", "Sessions", "public_id"]

@@ -23,7 +23,7 @@ class Session(dict[str, Any]):
         "_last_seen",
         "_loaded",
         "_loader",
-        "_meta_changed",
+        "_login",
         "_new",
         "_regenerate",
         "_remember",
@@ -57,7 +57,7 @@ class Session(dict[str, Any]):
         self._remember = remember
         self._regenerate = False
         self._invalidated = False
-        self._meta_changed = False
+        self._login = False
         self._loaded: Mapping[str, bytes] = loaded or {}
         self._loader: Callable[[Session], None] | None = None
 
@@ -86,6 +86,7 @@ class Session(dict[str, Any]):
         last_seen: float,
         user_id: str | None,
         remember: bool,
+        user_agent: str,
     ) -> None:
         dict.update(self, data)
         self._loaded = loaded
@@ -94,6 +95,7 @@ class Session(dict[str, Any]):
         self._last_seen = last_seen
         self._user_id = user_id
         self._remember = remember
+        self.user_agent = user_agent
 
     @property
     def new(self) -> bool:
@@ -129,19 +131,40 @@ class Session(dict[str, Any]):
         self.modified = True
 
     def invalidate(self) -> None:
-        """Log out: drop every key, delete the session in the store, expire the cookie."""
+        """Log out: drop every key and the login, delete the session in the store, expire the cookie.
+
+        Data written after this goes to a new session under a new token.
+        """
         self._use()
         dict.clear(self)
         self._invalidated = True
+        self._regenerate = False
+        self._login = False
         self._user_id = None
+        self._remember = False
         self.modified = True
+
+    def login(self, user_id: str) -> None:
+        """Bind the session to ``user_id``: always a new token and a new absolute lifetime.
+
+        Django's rule for the data: an anonymous session keeps it (the cart survives the
+        login); a session of another user starts empty (nothing of Alice's reaches Bob).
+        """
+        if not isinstance(user_id, str) or not user_id:
+            raise TypeError("user_id must be a non-empty str")
+        self._use()
+        if self._user_id is not None and self._user_id != user_id:
+            dict.clear(self)
+        self._user_id = user_id
+        self._login = True
+        self.regenerate()
 
     @property
     def user_id(self) -> str | None:
         """The user this session belongs to (indexed, for "log out everywhere").
 
-        Setting a different user regenerates the session: a login never keeps the token
-        the browser had before it.
+        Setting it is a login (``login()``): the token is regenerated even for the same user.
+        Setting None is a logout (``invalidate()``).
         """
         self._use()
         return self._user_id
@@ -150,13 +173,12 @@ class Session(dict[str, Any]):
     def user_id(self, value: str | None) -> None:
         if value is not None and not isinstance(value, str):
             raise TypeError("user_id must be a str or None")
-        self._use()
-        if value == "":
-            value = None
-        if value != self._user_id:
-            self._user_id = value
-            self._meta_changed = True
-            self.regenerate()
+        if value is None or value == "":
+            self._use()
+            if self._user_id is not None:
+                self.invalidate()
+            return
+        self.login(value)
 
     @property
     def remember(self) -> bool:
@@ -169,7 +191,6 @@ class Session(dict[str, Any]):
         self._use()
         if bool(value) != self._remember:
             self._remember = bool(value)
-            self._meta_changed = True
             self.modified = True
 
     @property
@@ -179,6 +200,11 @@ class Session(dict[str, Any]):
     @property
     def invalidated(self) -> bool:
         return self._invalidated
+
+    @property
+    def logged_in(self) -> bool:
+        """True when ``login()`` ran in this request (a new absolute lifetime starts)."""
+        return self._login
 
     # -- reads ---------------------------------------------------------------------
 
@@ -265,8 +291,8 @@ class Session(dict[str, Any]):
         return self
 
     def clear(self) -> None:
-        self._touched()
-        dict.clear(self)
+        """Empty the session completely, login included: the Flask and Starlette logout idiom."""
+        self.invalidate()
 
     # -- for the engine ------------------------------------------------------------
 
@@ -291,10 +317,6 @@ class Session(dict[str, Any]):
 
     def encoded(self, dumps: Any) -> dict[str, bytes]:
         return {key: dumps(value) for key, value in dict.items(self)}
-
-    @property
-    def meta_changed(self) -> bool:
-        return self._meta_changed
 
     @property
     def has_content(self) -> bool:

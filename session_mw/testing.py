@@ -1,18 +1,20 @@
 """The store conformance suite, for session_mw's own stores and for third-party ones.
 
 Subclass ``StoreContract`` in a pytest module and provide a ``store`` fixture that yields a
-fresh, empty ``Store`` (or an ``AsyncStore`` wrapped in ``SyncFromAsync``)::
+fresh, empty ``Store`` running on the suite's ``clock`` (an ``AsyncStore`` goes through
+``SyncFromAsync``)::
 
-    from session_mw.testing import StoreContract
+    from session_mw.testing import LockContract, StoreContract
 
     class TestMyStore(StoreContract, LockContract):   # LockContract only if it has locks
         @pytest.fixture
-        def store(self):
-            s = MyStore(...)
+        def store(self, clock):
+            s = MyStore(..., clock=clock)
             yield s
-            s.close()
+            s.execute(Close())
 
-Every test uses real time only in small amounts (expiry tests sleep well under a second).
+Each test states one precondition of ``session_mw.stores.base``; time moves only by the
+clock, so no test sleeps (but the lease test, which must also wait for a server's own TTL).
 """
 
 from __future__ import annotations
@@ -20,12 +22,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from .stores.base import AsyncStore, Meta, Record, Store, Touch, Write
-
-_T = TypeVar("_T")
+from .stores.base import (
+    LOCKS,
+    AcquireLock,
+    AsyncStore,
+    Collect,
+    Create,
+    Delete,
+    Lifetime,
+    Load,
+    Meta,
+    Op,
+    R,
+    Record,
+    ReleaseLock,
+    Rotate,
+    SessionsOf,
+    Store,
+    Update,
+)
 
 try:
     import pytest
@@ -38,47 +55,40 @@ class SyncFromAsync:
 
     def __init__(self, store: AsyncStore) -> None:
         self.store = store
+        self.capabilities = store.capabilities
         self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
 
-    def _run(self, make: Callable[[], Awaitable[_T]]) -> _T:
+    def __repr__(self) -> str:
+        return f"SyncFromAsync({self.store!r})"
+
+    def execute(self, op: Op[R]) -> R:
         with self._lock:
-            return self._loop.run_until_complete(make())
+            return self._loop.run_until_complete(self.store.execute(op))
 
-    def load(self, key: str, touch: Touch) -> Record | None:
-        return self._run(lambda: self.store.load(key, touch))
-
-    def write(self, op: Write) -> bool:
-        return self._run(lambda: self.store.write(op))
-
-    def delete(self, key: str) -> None:
-        self._run(lambda: self.store.delete(key))
-
-    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        return self._run(lambda: self.store.user_sessions(user_id))
-
-    def gc(self, now: float) -> int:
-        return self._run(lambda: self.store.gc(now))
-
-    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
-        acquire: Any = self.store.acquire_lock  # type: ignore[attr-defined]
-        return bool(self._run(lambda: acquire(key, owner, lease)))
-
-    def release_lock(self, key: str, owner: str) -> None:
-        release: Any = self.store.release_lock  # type: ignore[attr-defined]
-        self._run(lambda: release(key, owner))
-
-    def close(self) -> None:
-        self._run(self.store.close)
+    def close_loop(self) -> None:
         self._loop.close()
+
+
+class FakeClock:
+    """A clock the tests move by hand; stores and engines take it as ``clock``."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 IDLE = 600.0
 ABSOLUTE = 3600.0
+LIFE = Lifetime(IDLE, ABSOLUTE, 60.0)
 
 
-def meta(now: float | None = None, user: str | None = None, **changes: Any) -> Meta:
-    now = time.time() if now is None else now
+def meta(now: float, user: str | None = None, **changes: Any) -> Meta:
     fields: dict[str, Any] = {
         "created_at": now,
         "last_seen": now,
@@ -86,133 +96,222 @@ def meta(now: float | None = None, user: str | None = None, **changes: Any) -> M
         "user_id": user,
         "user_agent": "pytest/1.0",
         "remember": False,
+        "public_id": f"p{int(now) % 10**6:06d}",
     }
     fields.update(changes)
     return Meta(**fields)
 
 
-def create(store: Store, key: str, data: dict[str, bytes], user: str | None = None, ttl: float = IDLE) -> Meta:
-    m = meta(user=user)
-    assert store.write(Write("create", key, m, ttl, set=data)) is True
-    return m
-
-
-def touch(now: float | None = None, interval: float = 60.0) -> Touch:
-    return Touch(time.time() if now is None else now, interval, IDLE)
-
-
-def _digest(n: int) -> str:
+def digest(n: int) -> str:
     return f"{n:064x}"
 
 
+def create(store: Store, clock: FakeClock, n: int, data: dict[str, bytes], user: str | None = None) -> Meta:
+    m = meta(clock(), user)
+    store.execute(Create(digest(n), m, data, LIFE))
+    return m
+
+
+def load(store: Store, n: int, lifetime: Lifetime = LIFE) -> Record | None:
+    return store.execute(Load(digest(n), lifetime))
+
+
+def listed(store: Store, user: str, lifetime: Lifetime = LIFE) -> list[str]:
+    return [key for key, _ in store.execute(SessionsOf(user, lifetime))]
+
+
 class StoreContract:
-    """Behaviour every store must have. Needs a ``store`` fixture (a fresh, empty ``Store``)."""
+    """Behaviour every store must have. Needs a ``store`` fixture on the ``clock`` fixture."""
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    # -- load and create -------------------------------------------------------------------
 
     def test_missing_session_loads_as_none(self, store: Store) -> None:
-        assert store.load(_digest(1), touch()) is None
+        assert load(store, 1) is None
 
-    def test_create_then_load_round_trips_data_and_meta(self, store: Store) -> None:
-        m = create(store, _digest(1), {"cart": b'["apple"]', "n": b"1"}, user="alice")
-        record = store.load(_digest(1), touch(interval=IDLE - 1))
+    def test_create_then_load_round_trips_data_and_meta(self, store: Store, clock: FakeClock) -> None:
+        m = create(store, clock, 1, {"cart": b'["apple"]', "n": b"1"}, user="alice")
+        record = load(store, 1)
         assert record is not None
-        assert record.data == {"cart": b'["apple"]', "n": b"1"}
+        assert dict(record.data) == {"cart": b'["apple"]', "n": b"1"}
         assert record.meta == m
 
-    def test_update_writes_only_the_changed_keys(self, store: Store) -> None:
-        m = create(store, _digest(1), {"a": b"1", "b": b"2", "c": b"3"})
-        assert store.write(Write("update", _digest(1), m, IDLE, set={"b": b"20", "d": b"4"}, delete=("c",)))
-        record = store.load(_digest(1), touch())
-        assert record is not None and record.data == {"a": b"1", "b": b"20", "d": b"4"}
+    def test_values_are_bytes_and_survive_any_content(self, store: Store, clock: FakeClock) -> None:
+        odd = {"k:with:colons": b"\x00\xff", "_c": b"not meta", "": b'""', "\u00e9": "\u00e9".encode()}
+        create(store, clock, 1, odd)
+        record = load(store, 1)
+        assert record is not None and dict(record.data) == odd
 
-    def test_update_of_a_deleted_session_does_not_resurrect_it(self, store: Store) -> None:
-        m = create(store, _digest(1), {"a": b"1"})
-        store.delete(_digest(1))
-        assert store.write(Write("update", _digest(1), m, IDLE, set={"a": b"2"})) is False
-        assert store.load(_digest(1), touch()) is None
+    def test_a_session_with_thousands_of_keys_round_trips(self, store: Store, clock: FakeClock) -> None:
+        data = {f"key{i}": b"1" for i in range(5000)}
+        create(store, clock, 1, data)
+        assert store.execute(Update(digest(1), LIFE, {f"key{i}": b"2" for i in range(1, 5000)}, ("key0",)))
+        record = load(store, 1)
+        assert record is not None and len(record.data) == 4999 and record.data["key1"] == b"2"
 
-    def test_delete_is_idempotent(self, store: Store) -> None:
-        create(store, _digest(1), {"a": b"1"})
-        store.delete(_digest(1))
-        store.delete(_digest(1))
-        assert store.load(_digest(1), touch()) is None
+    # -- the touch ---------------------------------------------------------------------------
 
-    def test_rotate_moves_everything_and_kills_the_old_key(self, store: Store) -> None:
-        old = create(store, _digest(1), {"cart": b"[1]"}, user="alice")
-        new_meta = meta(user="alice", created_at=old.created_at)
-        op = Write(
-            "rotate",
-            _digest(2),
-            new_meta,
-            IDLE,
-            set={"cart": b"[1]", "x": b"2"},
-            old_key=_digest(1),
-            previous_user="alice",
-        )
-        assert store.write(op) is True
-        assert store.load(_digest(1), touch()) is None
-        record = store.load(_digest(2), touch())
-        assert record is not None and record.data == {"cart": b"[1]", "x": b"2"}
-        assert [k for k, _ in store.user_sessions("alice")] == [_digest(2)]
-
-    def test_login_rotation_moves_the_session_into_the_users_index(self, store: Store) -> None:
-        create(store, _digest(1), {"cart": b"[1]"})
-        op = Write("rotate", _digest(2), meta(user="bob"), IDLE, set={"cart": b"[1]"}, old_key=_digest(1))
-        assert store.write(op)
-        assert [k for k, _ in store.user_sessions("bob")] == [_digest(2)]
-
-    def test_touch_refreshes_last_seen_only_when_due(self, store: Store) -> None:
-        m = create(store, _digest(1), {"a": b"1"})
-        later = m.last_seen + 30
-        record = store.load(_digest(1), touch(later, interval=60))
+    def test_load_returns_the_meta_after_its_touch(self, store: Store, clock: FakeClock) -> None:
+        m = create(store, clock, 1, {"a": b"1"})
+        clock.advance(30)  # inside the touch interval: nothing changes
+        record = load(store, 1)
         assert record is not None and record.meta.last_seen == m.last_seen
-        record = store.load(_digest(1), touch(m.last_seen + 90, interval=60))
-        assert record is not None and record.meta.last_seen == m.last_seen  # returned as loaded
-        record = store.load(_digest(1), touch(m.last_seen + 100, interval=60))
-        assert record is not None and record.meta.last_seen == m.last_seen + 90  # the touch stuck
-        assert record.data == {"a": b"1"}
+        clock.advance(40)  # now due: the record comes back touched, and the touch stuck
+        record = load(store, 1)
+        assert record is not None and record.meta.last_seen == m.last_seen + 70
+        clock.advance(1)
+        record = load(store, 1)
+        assert record is not None and record.meta.last_seen == m.last_seen + 70
+        assert dict(record.data) == {"a": b"1"}
 
-    def test_an_expired_session_is_never_touched(self, store: Store) -> None:
-        m = create(store, _digest(1), {"a": b"1"})
-        store.load(_digest(1), touch(m.last_seen + IDLE + 5))
-        record = store.load(_digest(1), touch(m.last_seen + 1))
-        assert record is not None and record.meta.last_seen == m.last_seen
+    def test_the_touch_keeps_a_session_alive_past_its_first_idle_deadline(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"})
+        for _ in range(5):
+            clock.advance(IDLE * 0.9)
+            assert load(store, 1) is not None
 
-    def test_the_store_expires_a_session_after_its_ttl(self, store: Store) -> None:
-        create(store, _digest(1), {"a": b"1"}, ttl=0.2)
-        assert store.load(_digest(1), touch()) is not None
-        time.sleep(0.4)
-        assert store.load(_digest(1), touch()) is None
+    def test_an_idle_session_is_gone_and_never_touched(self, store: Store, clock: FakeClock) -> None:
+        m = create(store, clock, 1, {"a": b"1"})
+        clock.advance(IDLE)
+        assert load(store, 1) is None
+        clock.advance(-IDLE + 1)  # had the expired load touched it, last_seen would have moved
+        record = load(store, 1)
+        assert record is None or record.meta.last_seen == m.last_seen
 
-    def test_per_user_index_lists_and_forgets(self, store: Store) -> None:
-        for n in (1, 2, 3):
-            create(store, _digest(n), {"n": str(n).encode()}, user="alice")
-        create(store, _digest(9), {}, user="bob")
-        assert sorted(k for k, _ in store.user_sessions("alice")) == [_digest(1), _digest(2), _digest(3)]
-        store.delete(_digest(2))
-        assert sorted(k for k, _ in store.user_sessions("alice")) == [_digest(1), _digest(3)]
-        assert [k for k, _ in store.user_sessions("bob")] == [_digest(9)]
-        assert store.user_sessions("nobody") == []
+    def test_the_absolute_deadline_ends_even_an_active_session(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"})
+        while clock() + IDLE * 0.5 < 1_700_000_000.0 + ABSOLUTE:
+            clock.advance(IDLE * 0.5)
+            assert load(store, 1) is not None
+        clock.advance(IDLE * 0.5)
+        assert load(store, 1) is None
 
-    def test_stale_index_entries_are_never_returned(self, store: Store) -> None:
-        create(store, _digest(1), {"a": b"1"}, user="alice", ttl=0.2)
-        create(store, _digest(2), {"a": b"1"}, user="alice")
-        time.sleep(0.4)
-        assert [k for k, _ in store.user_sessions("alice")] == [_digest(2)]
-        assert [k for k, _ in store.user_sessions("alice")] == [_digest(2)]
+    def test_a_lowered_absolute_timeout_binds_live_sessions(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"})
+        clock.advance(100)
+        assert load(store, 1, Lifetime(IDLE, 101, 60)) is not None
+        clock.advance(1)
+        assert load(store, 1, Lifetime(IDLE, 101, 60)) is None
+        assert listed(store, "nobody", Lifetime(IDLE, 101, 60)) == []
 
-    def test_user_metadata_is_returned_by_the_index(self, store: Store) -> None:
-        m = create(store, _digest(1), {}, user="alice")
-        [(key, listed)] = store.user_sessions("alice")
-        assert key == _digest(1) and listed == m
+    def test_a_lowered_idle_timeout_binds_live_sessions(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        clock.advance(50)
+        short = Lifetime(50, ABSOLUTE, 5)
+        assert load(store, 1, short) is None
+        assert listed(store, "alice", short) == []
+        assert not store.execute(Update(digest(1), short, {"a": b"2"}))
 
-    def test_concurrent_writers_to_different_keys_all_survive(self, store: Store) -> None:
-        m = create(store, _digest(1), {})
+    # -- update -----------------------------------------------------------------------------
+
+    def test_update_writes_only_the_changed_keys_and_touches(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1", "b": b"2", "c": b"3"})
+        clock.advance(5)
+        assert store.execute(Update(digest(1), LIFE, {"b": b"20", "d": b"4"}, ("c",), remember=True)) is True
+        record = load(store, 1)
+        assert record is not None and dict(record.data) == {"a": b"1", "b": b"20", "d": b"4"}
+        assert record.meta.remember is True and record.meta.last_seen == clock()
+
+    def test_update_of_a_deleted_session_does_not_resurrect_it(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        store.execute(Delete(digest(1)))
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"})) is False
+        assert load(store, 1) is None and listed(store, "alice") == []
+
+    def test_update_of_an_expired_session_does_not_resurrect_it(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"})
+        clock.advance(IDLE)
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"})) is False
+        clock.advance(-IDLE + 1)
+        record = load(store, 1)
+        assert record is None or record.data["a"] == b"1"
+
+    # -- rotate -----------------------------------------------------------------------------
+
+    def test_rotate_moves_everything_and_kills_the_old_key(self, store: Store, clock: FakeClock) -> None:
+        old = create(store, clock, 1, {"cart": b"[1]"}, user="alice")
+        new = meta(clock(), "alice", created_at=old.created_at)
+        op = Rotate(digest(1), digest(2), new, {"cart": b"[1]", "x": b"2"}, LIFE, old_user_id="alice")
+        assert store.execute(op) is True
+        assert load(store, 1) is None
+        record = load(store, 2)
+        assert record is not None and dict(record.data) == {"cart": b"[1]", "x": b"2"} and record.meta == new
+        assert listed(store, "alice") == [digest(2)]
+
+    def test_rotate_of_a_dead_key_writes_nothing(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"cart": b"[1]"}, user="alice")
+        store.execute(Delete(digest(1), "alice"))
+        op = Rotate(digest(1), digest(2), meta(clock(), "alice"), {"cart": b"[1]"}, LIFE, "alice")
+        assert store.execute(op) is False
+        assert load(store, 2) is None and listed(store, "alice") == []
+
+    def test_rotate_of_an_expired_key_writes_nothing(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"cart": b"[1]"}, user="alice")
+        clock.advance(IDLE)
+        op = Rotate(digest(1), digest(2), meta(clock(), "alice"), {"cart": b"[1]"}, LIFE, "alice")
+        assert store.execute(op) is False
+        assert load(store, 2) is None and listed(store, "alice") == []
+
+    def test_two_rotates_of_one_key_leave_one_live_session(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        first = Rotate(digest(1), digest(2), meta(clock(), "alice"), {"a": b"1"}, LIFE, "alice")
+        second = Rotate(digest(1), digest(3), meta(clock(), "alice"), {"a": b"1"}, LIFE, "alice")
+        assert store.execute(first) is True
+        assert store.execute(second) is False
+        assert load(store, 3) is None and listed(store, "alice") == [digest(2)]
+
+    def test_a_login_rotation_moves_the_session_between_indexes(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"cart": b"[1]"})
+        assert store.execute(Rotate(digest(1), digest(2), meta(clock(), "bob"), {"cart": b"[1]"}, LIFE))
+        assert listed(store, "bob") == [digest(2)]
+        assert store.execute(Rotate(digest(2), digest(3), meta(clock(), "carol"), {}, LIFE, old_user_id="bob"))
+        assert listed(store, "bob") == [] and listed(store, "carol") == [digest(3)]
+
+    # -- delete and the index -----------------------------------------------------------------
+
+    def test_delete_is_idempotent(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        store.execute(Delete(digest(1), "alice"))
+        store.execute(Delete(digest(1), "alice"))
+        store.execute(Delete(digest(9)))
+        assert load(store, 1) is None and listed(store, "alice") == []
+
+    def test_per_user_index_lists_oldest_first_and_forgets(self, store: Store, clock: FakeClock) -> None:
+        for n in (3, 1, 2):
+            create(store, clock, n, {"n": str(n).encode()}, user="alice")
+            clock.advance(1)
+        create(store, clock, 9, {}, user="bob")
+        assert listed(store, "alice") == [digest(3), digest(1), digest(2)]
+        store.execute(Delete(digest(1)))  # without the user: the index tolerates the stale entry
+        assert listed(store, "alice") == [digest(3), digest(2)]
+        assert listed(store, "bob") == [digest(9)] and listed(store, "nobody") == []
+
+    def test_the_index_never_returns_an_expired_session(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        clock.advance(IDLE - 1)
+        create(store, clock, 2, {"a": b"1"}, user="alice")
+        clock.advance(1)
+        assert listed(store, "alice") == [digest(2)]
+        assert listed(store, "alice") == [digest(2)]
+
+    def test_the_index_returns_the_stored_meta(self, store: Store, clock: FakeClock) -> None:
+        m = create(store, clock, 1, {}, user="alice")
+        [(key, listed_meta)] = store.execute(SessionsOf("alice", LIFE))
+        assert key == digest(1) and listed_meta == m
+
+    # -- many writers, garbage ----------------------------------------------------------------
+
+    def test_concurrent_writers_to_different_keys_all_survive(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {})
         errors: list[BaseException] = []
 
         def writer(name: str) -> None:
             try:
                 for i in range(20):
-                    store.write(Write("update", _digest(1), m, IDLE, set={name: str(i).encode()}))
+                    assert store.execute(Update(digest(1), LIFE, {name: str(i).encode()}))
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
@@ -222,43 +321,42 @@ class StoreContract:
         for t in threads:
             t.join()
         assert errors == []
-        record = store.load(_digest(1), touch())
-        assert record is not None
-        assert record.data == {f"w{n}": b"19" for n in range(4)}
+        record = load(store, 1)
+        assert record is not None and dict(record.data) == {f"w{n}": b"19" for n in range(4)}
 
-    def test_gc_reports_a_count_and_keeps_live_sessions(self, store: Store) -> None:
-        create(store, _digest(1), {"a": b"1"}, ttl=0.2)
-        create(store, _digest(2), {"a": b"1"})
-        time.sleep(0.4)
-        assert store.gc(time.time()) >= 0
-        assert store.load(_digest(1), touch()) is None
-        assert store.load(_digest(2), touch()) is not None
-
-    def test_values_are_bytes_and_survive_any_content(self, store: Store) -> None:
-        odd = {"k:with:colons": b"\x00\xff", "_c": b"not meta", "": b'""', "\u00e9": "\u00e9".encode()}
-        create(store, _digest(1), odd)
-        record = store.load(_digest(1), touch())
-        assert record is not None and record.data == odd
+    def test_gc_keeps_live_sessions_and_counts_what_it_removed(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"})
+        clock.advance(IDLE - 1)
+        create(store, clock, 2, {"a": b"1"})
+        clock.advance(1)
+        removed = store.execute(Collect())
+        assert removed in (0, 1)  # 0 only for a backend that expires sessions itself (Redis)
+        assert store.execute(Collect()) == 0
+        assert load(store, 1) is None and load(store, 2) is not None
 
 
 class LockContract:
-    """For stores that offer ``locking=True`` (``LockingStore``): the lease-based session lock."""
+    """For stores with the ``locks`` capability (``locking=True``): the lease-based session lock."""
 
-    def test_one_owner_at_a_time(self, store: Any) -> None:
-        assert store.acquire_lock(_digest(1), "a", 5.0) is True
-        assert store.acquire_lock(_digest(1), "b", 5.0) is False
-        assert store.acquire_lock(_digest(2), "b", 5.0) is True  # another session is another lock
-        assert store.acquire_lock(_digest(1), "a", 5.0) is True  # the owner may renew
-        store.release_lock(_digest(1), "b")  # not the owner: nothing happens
-        assert store.acquire_lock(_digest(1), "b", 5.0) is False
-        store.release_lock(_digest(1), "a")
-        assert store.acquire_lock(_digest(1), "b", 5.0) is True
+    def test_the_store_declares_locks(self, store: Store) -> None:
+        assert LOCKS in store.capabilities
 
-    def test_a_lease_ends_by_itself(self, store: Any) -> None:
-        assert store.acquire_lock(_digest(1), "crashed", 0.2) is True
-        assert store.acquire_lock(_digest(1), "next", 5.0) is False
-        time.sleep(0.35)
-        assert store.acquire_lock(_digest(1), "next", 5.0) is True
+    def test_one_owner_at_a_time(self, store: Store) -> None:
+        assert store.execute(AcquireLock(digest(1), "a", 5.0)) is True
+        assert store.execute(AcquireLock(digest(1), "b", 5.0)) is False
+        assert store.execute(AcquireLock(digest(2), "b", 5.0)) is True  # another session is another lock
+        assert store.execute(AcquireLock(digest(1), "a", 5.0)) is True  # the owner may renew
+        store.execute(ReleaseLock(digest(1), "b"))  # not the owner: nothing happens
+        assert store.execute(AcquireLock(digest(1), "b", 5.0)) is False
+        store.execute(ReleaseLock(digest(1), "a"))
+        assert store.execute(AcquireLock(digest(1), "b", 5.0)) is True
+
+    def test_a_lease_ends_by_itself(self, store: Store, clock: FakeClock) -> None:
+        assert store.execute(AcquireLock(digest(1), "crashed", 0.2)) is True
+        assert store.execute(AcquireLock(digest(1), "next", 5.0)) is False
+        clock.advance(0.3)
+        time.sleep(0.3)  # for a server that keeps the lease by its own clock (a Redis PX)
+        assert store.execute(AcquireLock(digest(1), "next", 5.0)) is True
 
 
-__all__ = ["LockContract", "StoreContract", "SyncFromAsync", "meta", "pytest"]
+__all__ = ["FakeClock", "LockContract", "StoreContract", "SyncFromAsync", "digest", "meta", "pytest"]

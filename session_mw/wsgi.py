@@ -2,30 +2,30 @@
 
 The session is in ``environ["session_mw.session"]`` and loads lazily: the store is read the
 first time the app uses the session, never for requests that don't. The store is written,
-and the headers added, when the app calls ``start_response``, the same decisions as the ASGI
-door, made by the same engine.
+and the headers added, when the app calls ``start_response``: the same plans as the ASGI
+door, run by ``SyncDriver``. The store is checked when the middleware is built.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 from .config import SessionConfig
-from .engine import BUSY_BODY, UNAVAILABLE_BODY, Engine, LockPlan, Outcome, unavailable_headers
-from .errors import ConfigError, SessionConflict, StoreUnavailable
-from .manage import SessionManager
+from .drivers import SessionManager, SyncDriver
+from .engine import Answer, Engine, Exchange
+from .errors import SessionError
+from .manage import Sessions
 from .session import Session
 from .stores import open_store
-from .stores.base import LockingStore, Record, Store, Touch
+from .stores.base import Store
 
 log = logging.getLogger("session_mw")
 
 SESSION_KEY = "session_mw.session"
-STATE_KEY = "session_mw"  # (middleware, incoming): what session_manager() needs, built only on demand
+STATE_KEY = "session_mw"  # (driver, exchange): what session_manager() needs, built only on demand
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -42,91 +42,64 @@ class WSGISessionMiddleware:
         *,
         store: Store | None = None,
         engine: Engine | None = None,
+        check: bool = True,
     ) -> None:
         self.app = app
         self.config = config = config or SessionConfig()
         self.engine = engine or Engine(config)
         self.store = store if store is not None else open_store(config)
+        self.driver = SyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
-        if config.locking and not isinstance(self.store, LockingStore):
-            raise ConfigError(f"locking=True needs a store with locks; {type(self.store).__name__} has none")
+        if check:
+            self.driver.check()  # a store that cannot work at all fails here, not on the first request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self._exclude and environ.get("PATH_INFO", "").startswith(self._exclude):
             return self.app(environ, start_response)
-        engine = self.engine
-        incoming = engine.begin(environ.get("HTTP_COOKIE"))
-        lock = engine.lock_plan(incoming)
-        held: list[LockPlan] = []
-        load = self.store.load
-        if lock is not None:
-
-            def load(key: str, touch: Touch) -> Record | None:  # the lock first, then the load
-                if not self._acquire(lock):
-                    raise SessionConflict("the session stayed locked by another request")
-                held.append(lock)
-                return self.store.load(key, touch)
-
-        session = engine.lazy(incoming, environ.get("HTTP_USER_AGENT", ""), load)
-        environ[SESSION_KEY] = session
-        environ[STATE_KEY] = (self, incoming)
-        state: list[bool] = []  # [replaced] once start_response has run
+        exchange = self.open(environ)
+        driver = self.driver
+        replaced: list[Answer] = []
+        started: list[bool] = []
 
         def start_with_session(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
-            outcome = engine.finish(incoming, session, int(status[:3]))
-            try:
-                applied = self._apply(outcome)
-            except StoreUnavailable as exc:
-                log.warning("session store unavailable: %s", exc)
-                state.append(True)
-                start_response("503 Service Unavailable", unavailable_headers(self.config), exc_info)
+            started.append(True)
+            if exchange.untouched:
+                return start_response(status, headers, exc_info)
+            result = driver.run(exchange.closing(int(status[:3]), headers))
+            if isinstance(result, Answer):
+                replaced.append(result)
+                start_response(result.status_line, result.headers, exc_info)
                 return _discard
-            finally:
-                self._release(held)
-            state.append(False)
-            if outcome.rules is not None:
-                headers = headers + outcome.headers(applied, headers)
-            return start_response(status, headers, exc_info)
+            return start_response(status, result, exc_info)
 
         try:
             body = self.app(environ, start_with_session)
-        except (StoreUnavailable, SessionConflict) as exc:  # the lazy load failed inside the app
-            self._release(held)
-            unavailable = isinstance(exc, StoreUnavailable)
-            if unavailable:
-                log.warning("session store unavailable: %s", exc)
-            reply = UNAVAILABLE_BODY if unavailable else BUSY_BODY
-            start_response("503 Service Unavailable", unavailable_headers(self.config, reply), None)
-            return [reply]
+        except SessionError as exc:  # raised inside the app: the lazy load, a manager call
+            driver.run(exchange.releasing())
+            answer = self.engine.answer_for(exc, report=exc is not exchange.failure)
+            if answer is None:
+                raise
+            start_response(answer.status_line, answer.headers, None)
+            return [answer.body]
         except BaseException:
-            self._release(held)
+            driver.run(exchange.releasing())
             raise
-        if state == [False]:
-            return body  # the usual case: headers decided, body passes through untouched
-        return _Body(body, state, lambda: self._release(held))
+        if started and not replaced and not exchange.holds_lock:
+            return body  # the usual case: headers decided, the body passes through untouched
+        return _Body(body, replaced, lambda: driver.run(exchange.releasing()))
 
-    def _acquire(self, lock: LockPlan) -> bool:
-        acquire = self.store.acquire_lock  # type: ignore[attr-defined]
-        for wait in lock.waits:
-            if acquire(lock.key, lock.owner, lock.lease):
-                return True
-            time.sleep(wait)
-        return bool(acquire(lock.key, lock.owner, lock.lease))
+    def open(self, environ: dict[str, Any]) -> Exchange:
+        """The request's exchange, its session in ``environ``, loaded on first use."""
+        exchange = self.engine.exchange(environ.get("HTTP_COOKIE"), environ.get("HTTP_USER_AGENT", ""))
+        exchange.defer(self._load)
+        environ[SESSION_KEY] = exchange.session
+        environ[STATE_KEY] = (self.driver, exchange)
+        return exchange
 
-    def _release(self, held: list[LockPlan]) -> None:
-        while held:
-            lock = held.pop()
-            try:
-                self.store.release_lock(lock.key, lock.owner)  # type: ignore[attr-defined]
-            except StoreUnavailable:
-                log.warning("could not release a session lock; its lease will end it")
-
-    def _apply(self, outcome: Outcome) -> bool:
-        if outcome.delete is not None:
-            self.store.delete(outcome.delete)
-        if outcome.write is not None:
-            return self.store.write(outcome.write)
-        return True
+    def _load(self, exchange: Exchange) -> None:
+        if self.driver.run(exchange.opening()) is not None:
+            assert exchange.failure is not None
+            raise exchange.failure  # the door (or Flask's error handler) answers it
 
 
 def _discard(data: bytes) -> None:
@@ -134,20 +107,22 @@ def _discard(data: bytes) -> None:
 
 
 class _Body:
-    """The body of an app that started its response late, or whose response became a 503."""
+    """The app's body, passed through; replaced by our answer's when the response became one."""
 
-    def __init__(self, body: Iterable[bytes], state: list[bool], on_close: Callable[[], None]) -> None:
+    __slots__ = ("_body", "_on_close", "_replaced")
+
+    def __init__(self, body: Iterable[bytes], replaced: list[Answer], on_close: Callable[[], None]) -> None:
         self._body = body
-        self._state = state
+        self._replaced = replaced
         self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._body:
-            if self._state == [True]:
+            if self._replaced:
                 break
             yield chunk
-        if self._state == [True]:
-            yield UNAVAILABLE_BODY
+        if self._replaced:
+            yield self._replaced[0].body
 
     def close(self) -> None:
         try:
@@ -168,12 +143,13 @@ def session_of(environ: dict[str, Any]) -> Session:
 
 
 def session_manager(environ: dict[str, Any]) -> SessionManager:
-    """The per-user session operations of a WSGI request (list, revoke, revoke_all)."""
+    """The current user's session operations of a WSGI request (list, revoke, revoke_all)."""
     try:
-        middleware, incoming = environ[STATE_KEY]
+        driver, exchange = environ[STATE_KEY]
     except KeyError:
         raise RuntimeError("session_mw.wsgi.WSGISessionMiddleware must wrap the app to manage sessions") from None
-    return SessionManager(middleware.store, middleware.engine.touch, environ[SESSION_KEY], incoming)
+    assert isinstance(exchange, Exchange)
+    return SessionManager(driver, Sessions(exchange.engine.lifetime, exchange))
 
 
 __all__ = ["SESSION_KEY", "WSGISessionMiddleware", "session_manager", "session_of"]

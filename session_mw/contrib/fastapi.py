@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..asgi import session_manager, session_of
-from ..manage import AsyncSessionManager
+from ..drivers import AsyncSessionManager
 from ..session import Session
 
 

@@ -27,13 +27,13 @@ from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 
 from ..config import SessionConfig
-from ..engine import BUSY_BODY, UNAVAILABLE_BODY, Engine, unavailable_headers
-from ..errors import SessionConflict, StoreUnavailable
-from ..manage import SessionManager
+from ..drivers import SessionManager
+from ..engine import Engine
+from ..errors import SessionBusy, SessionError, StoreUnavailable
 from ..session import Session
 from ..stores import open_store
 from ..stores.base import Store
-from ..wsgi import SESSION_KEY, WSGISessionMiddleware
+from ..wsgi import SESSION_KEY, STATE_KEY, WSGISessionMiddleware
 from ..wsgi import session_manager as _environ_manager
 
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
@@ -152,9 +152,7 @@ class ServerSideSessionInterface(SessionInterface):
         if isinstance(session, FlaskSession):
             return session
         # Not through the middleware (app.test_request_context()): a lazy, read-only session.
-        engine = self.middleware.engine
-        incoming = engine.begin(request.headers.get("Cookie"))
-        lazy = engine.lazy(incoming, request.headers.get("User-Agent", ""), self.middleware.store.load)
+        lazy = self.middleware.open(request.environ).session
         assert isinstance(lazy, FlaskSession)
         return lazy
 
@@ -181,15 +179,20 @@ class FlaskSessions:
         middleware = WSGISessionMiddleware(app.wsgi_app, config, store=store, engine=engine)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = ServerSideSessionInterface(middleware)
-        app.register_error_handler(StoreUnavailable, _store_unavailable)
-        app.register_error_handler(SessionConflict, _store_unavailable)
+        app.register_error_handler(StoreUnavailable, _session_failure)
+        app.register_error_handler(SessionBusy, _session_failure)
         app.extensions["session_mw"] = middleware
 
 
-def _store_unavailable(exc: Exception) -> Response:
-    config: SessionConfig = current_app.extensions["session_mw"].config
-    body = UNAVAILABLE_BODY if isinstance(exc, StoreUnavailable) else BUSY_BODY
-    return Response(body, 503, headers=unavailable_headers(config, body))
+def _session_failure(exc: SessionError) -> Response:
+    """The middleware's answer, as a Flask response: the same status, headers and body as every door's."""
+    middleware: WSGISessionMiddleware = current_app.extensions["session_mw"]
+    state = flask_request.environ.get(STATE_KEY)
+    reported = state is not None and exc is state[1].failure
+    answer = middleware.engine.answer_for(exc, report=not reported)
+    if answer is None:  # pragma: no cover - only the two registered types reach here
+        raise exc
+    return Response(answer.body, answer.status, headers=answer.headers)
 
 
 def session_manager() -> SessionManager:

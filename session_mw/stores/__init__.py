@@ -2,47 +2,53 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from ..config import SessionConfig
 from ..errors import ConfigError
-from .base import AsyncStore, Meta, Record, Store, Touch, Write
+from .base import AsyncStore, Lifetime, Meta, Record, Store
 
-__all__ = ["AsyncStore", "Meta", "Record", "Store", "Touch", "Write", "open_async_store", "open_store"]
+__all__ = ["AsyncStore", "Lifetime", "Meta", "Record", "Store", "open_async_store", "open_store"]
 
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
-def open_store(config: SessionConfig) -> Store:
-    """The sync store named by ``config.store_url`` (the SQLite file is opened on first use)."""
+def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time) -> Store:
+    """The sync store named by ``config.store_url`` (the SQLite file is opened on first use).
+
+    ``clock`` is the store's time (tests inject the engine's fake clock).
+    """
     scheme = _scheme(config.store_url)
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(clock)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisStore
 
         return RedisStore.from_url(
-            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout
+            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout, clock=clock
         )
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(config.store_url, busy_timeout=config.store_socket_timeout)
+        return SQLiteStore.from_url(config.store_url, busy_timeout=config.store_socket_timeout, clock=clock)
     raise ConfigError(f"store_url scheme {scheme!r} is not supported by this version")
 
 
-def open_async_store(config: SessionConfig) -> AsyncStore:
+def open_async_store(config: SessionConfig, *, clock: Callable[[], float] = time.time) -> AsyncStore:
     """The asyncio store named by ``config.store_url``."""
     scheme = _scheme(config.store_url)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import AsyncRedisStore
 
         return AsyncRedisStore.from_url(
-            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout
+            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout, clock=clock
         )
     from .threaded import AsyncFromSync
 
-    sync = open_store(config)
+    sync = open_store(config, clock=clock)
     return AsyncFromSync(sync, offload=scheme != "memory")

@@ -1,16 +1,45 @@
-"""The store contract: what every backend must do, and the record it moves.
+"""The store contract: one frozen type per operation, each with its precondition.
 
-A store moves bytes and metadata; it never decides policy. The engine tells it when a
-touch is due and which keys changed. Both faces (``Store`` and ``AsyncStore``) use the
-same method names and the same ``Record``, so a session written by a sync app is read by
-an async one.
+A store runs typed operations (``execute(op)``), moves bytes and metadata, and applies one
+rule of time, ``Lifetime``, that every store shares (the Redis store runs the same rule in
+Lua). The engine never re-derives what a store decided: a ``Load`` returns the record as
+stored after its touch, or nothing; an ``Update`` or ``Rotate`` says whether it applied, and
+when it did not, the session was ended meanwhile and nothing was written.
+
+Preconditions (the conformance suite in ``session_mw.testing`` checks each one):
+
+- ``Load(key, lifetime)``: the live record under ``key``, touched when due, or None. A
+  record that is expired by the *current* lifetime, or that does not decode (wrong types,
+  non-finite times, bad bytes), is None, and the store drops it.
+- ``Create``: a new session under a fresh key (nothing else may be there).
+- ``Update``: only if ``op.key`` is live: the changed and removed keys, ``remember``
+  when given, and a touch; returns whether it applied.
+- ``Rotate``: only if ``op.old_key`` is live: the old key dies and the new key is
+  created with the full data, in one atomic step; returns whether it applied.
+- ``Delete``: idempotent.
+- ``SessionsOf``: the user's live sessions; stale or undecodable index
+  entries are never returned.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from ..errors import StoreError
+
+R = TypeVar("R")
+
+#: The record format this version writes; a reader can tell records of other versions apart.
+RECORD_FORMAT = 2
+MAX_USER_ID = 1024
+MAX_USER_AGENT = 256
+
+
+class CorruptRecord(StoreError):
+    """A stored record does not decode; stores treat it as absent and drop it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,116 +52,262 @@ class Meta:
     user_id: str | None = None
     user_agent: str = ""
     remember: bool = False
+    #: What a UI shows and ``revoke`` takes: random, never derived from the token or the store key.
+    public_id: str = ""
 
 
-@dataclass(slots=True)
+def checked_meta(
+    created_at: object,
+    last_seen: object,
+    absolute_deadline: object,
+    user_id: object,
+    user_agent: object,
+    remember: object,
+    public_id: object = None,
+) -> Meta:
+    """A ``Meta`` from a store's raw fields, or ``CorruptRecord``: every store decodes through here."""
+    times = []
+    for value in (created_at, last_seen, absolute_deadline):
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise CorruptRecord("a session time has the wrong type")
+        try:
+            number = float(value)
+        except ValueError:
+            raise CorruptRecord("a session time is not a number") from None
+        if not math.isfinite(number):
+            raise CorruptRecord("a session time is not finite")
+        times.append(number)
+    return Meta(
+        times[0],
+        times[1],
+        times[2],
+        _text_or_none(user_id),
+        _text_or_none(user_agent) or "",
+        _flag(remember),
+        _text_or_none(public_id) or "",
+    )
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptRecord("a session text field is not UTF-8") from None
+    if not isinstance(value, str) or not _encodable(value):
+        raise CorruptRecord("a session text field has the wrong type or is not UTF-8")
+    return value or None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _flag(value: object) -> bool:
+    if value in (0, 1, True, False, b"0", b"1", "0", "1", None, b"", ""):
+        return value in (1, True, b"1", "1")
+    raise CorruptRecord("a session flag is not 0 or 1")
+
+
+def checked_name(name: object) -> str:
+    """An app key as stored (bytes or text), or ``CorruptRecord``."""
+    if isinstance(name, bytes):
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptRecord("a session key is not UTF-8") from None
+    if isinstance(name, str) and _encodable(name):
+        return name
+    raise CorruptRecord("a session key has the wrong type or is not UTF-8")
+
+
+def checked_value(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    raise CorruptRecord("a session value is not bytes")
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """A stored session: each app key encoded on its own, plus ``Meta``."""
 
-    data: dict[str, bytes]
+    data: Mapping[str, bytes]
     meta: Meta
 
 
 @dataclass(frozen=True, slots=True)
-class Touch:
-    """How ``load`` refreshes the idle expiry in the same round trip.
+class Lifetime:
+    """The current configuration's timeouts: the one rule for alive, touch due and TTL.
 
-    The store sets ``last_seen = now`` and the expiry to ``ttl_for(meta)`` only when
-    ``touch_due(meta)``; a session already expired is returned untouched.
+    The configured absolute timeout caps every stored deadline, so lowering it binds live
+    sessions too. Infinite values switch a rule off (the ops CLI, which may not know the
+    app's idle timeout, uses that).
     """
 
-    now: float
-    interval: float
     idle_timeout: float
+    absolute_timeout: float
+    touch_interval: float
 
-    def alive(self, meta: Meta) -> bool:
-        return meta.last_seen + self.idle_timeout > self.now and meta.absolute_deadline > self.now
+    def deadline(self, meta: Meta) -> float:
+        return min(meta.absolute_deadline, meta.created_at + self.absolute_timeout)
 
-    def due(self, meta: Meta) -> bool:
-        return self.alive(meta) and meta.last_seen + self.interval <= self.now
+    def expires_at(self, meta: Meta) -> float:
+        return min(meta.last_seen + self.idle_timeout, self.deadline(meta))
 
-    def ttl_for(self, meta: Meta) -> float:
-        return min(self.idle_timeout, meta.absolute_deadline - self.now)
+    def alive(self, meta: Meta, now: float) -> bool:
+        return now < self.expires_at(meta)
+
+    def touch_due(self, meta: Meta, now: float) -> bool:
+        return meta.last_seen + self.touch_interval <= now
+
+    def ttl(self, meta: Meta, now: float) -> float:
+        """Seconds the store should keep the record (garbage collection only, never a decision)."""
+        return self.expires_at(meta) - now
+
+
+#: The CLI's lifetime: only the store's own expiry and the stored absolute deadline apply.
+UNBOUNDED = Lifetime(math.inf, math.inf, math.inf)
+
+
+class Op(Generic[R]):
+    """A store operation whose result is an ``R``; ``Store.execute`` runs it."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
-class Write:
-    """One atomic change to the store.
+class Load(Op["Record | None"]):
+    """The live record under ``key``, touched when due; None if absent, expired or undecodable.
 
-    ``mode`` is ``"create"`` (a new session), ``"update"`` (applied only if ``key`` still
-    exists: a logout in another tab is never undone) or ``"rotate"`` (``old_key`` is deleted
-    and ``key`` created with the full data, atomically). The per-user index follows
-    ``meta.user_id``; ``previous_user`` is the user the session belonged to before.
+    ``wait=False`` (only for stores with the ``inline_loads`` capability): raise
+    ``WouldBlock`` rather than wait for another writer.
     """
 
-    mode: str
+    key: str
+    lifetime: Lifetime
+    wait: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Create(Op[None]):
+    """A new session under a fresh ``key`` (a digest of a token minted for it)."""
+
     key: str
     meta: Meta
-    ttl: float
+    data: Mapping[str, bytes]
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True, slots=True)
+class Update(Op[bool]):
+    """Changed and removed app keys of a live session, plus a touch; applied only if ``key`` is live."""
+
+    key: str
+    lifetime: Lifetime
     set: Mapping[str, bytes] = field(default_factory=dict)
     delete: tuple[str, ...] = ()
-    old_key: str | None = None
-    previous_user: str | None = None
+    remember: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rotate(Op[bool]):
+    """Move a live session to a new key with its full data; applied only if ``old_key`` is live.
+
+    ``old_user_id`` is the user whose index lists ``old_key`` (the Redis index drops it).
+    """
+
+    old_key: str
+    key: str
+    meta: Meta
+    data: Mapping[str, bytes]
+    lifetime: Lifetime
+    old_user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(Op[None]):
+    """End a session; idempotent. ``user_id``, when known, is the index that lists it."""
+
+    key: str
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsOf(Op["list[tuple[str, Meta]]"]):
+    """A user's live sessions, oldest first; stale or undecodable entries are dropped, never returned."""
+
+    user_id: str
+    lifetime: Lifetime
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireLock(Op[bool]):
+    """Take the lease of session ``key`` for ``owner`` unless another owner holds it (``locks`` capability)."""
+
+    key: str
+    owner: str
+    lease: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLock(Op[None]):
+    """Give the lease back, only if ``owner`` still holds it."""
+
+    key: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Collect(Op[int]):
+    """Remove expired sessions the backend does not expire by itself; how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check(Op[None]):
+    """Raise ``ConfigError`` if the store cannot work at all (run at app start-up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Op[None]):
+    """Release the store's connections."""
+
+
+#: What a store may declare beyond the operations every store runs.
+LOCKS = "locks"
+INLINE_LOADS = "inline_loads"
 
 
 @runtime_checkable
 class Store(Protocol):
-    """A synchronous store. Every method raises ``StoreUnavailable`` when the backend is down."""
+    """A synchronous store: runs each operation, raising ``StoreUnavailable`` when the backend fails."""
 
-    def load(self, key: str, touch: Touch) -> Record | None:
-        """Return the record under ``key`` (touching it if due) or None; one round trip."""
+    capabilities: frozenset[str]
 
-    def write(self, op: Write) -> bool:
-        """Apply ``op`` atomically; False when an ``update`` found the session gone."""
-
-    def delete(self, key: str) -> None:
-        """Remove the session and its entry in the per-user index."""
-
-    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        """The sessions indexed under ``user_id``; entries whose session is gone are dropped."""
-
-    def gc(self, now: float) -> int:
-        """Remove expired sessions the backend does not expire by itself; return how many."""
-
-    def close(self) -> None: ...
+    def execute(self, op: Op[R]) -> R: ...
 
 
 @runtime_checkable
 class AsyncStore(Protocol):
-    """The asyncio face of ``Store``: the same methods, awaited."""
+    """The asyncio face of ``Store``."""
 
-    async def load(self, key: str, touch: Touch) -> Record | None: ...
+    capabilities: frozenset[str]
 
-    async def write(self, op: Write) -> bool: ...
-
-    async def delete(self, key: str) -> None: ...
-
-    async def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]: ...
-
-    async def gc(self, now: float) -> int: ...
-
-    async def close(self) -> None: ...
+    async def execute(self, op: Op[R]) -> R: ...
 
 
-@runtime_checkable
-class LockingStore(Protocol):
-    """A store that can serialize the requests of one session (``locking=True``).
-
-    A lock is a lease: it ends by itself after ``lease`` seconds, so a crashed worker never
-    blocks a session for longer than that.
-    """
-
-    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
-        """Take the lock of session ``key`` for ``owner`` unless someone else holds it."""
-
-    def release_lock(self, key: str, owner: str) -> None:
-        """Give the lock back, only if ``owner`` still holds it."""
+class WouldBlock(Exception):
+    """A ``Load(wait=False)`` would have had to wait."""
 
 
-@runtime_checkable
-class AsyncLockingStore(Protocol):
-    """The asyncio face of ``LockingStore``."""
-
-    async def acquire_lock(self, key: str, owner: str, lease: float) -> bool: ...
-
-    async def release_lock(self, key: str, owner: str) -> None: ...
+def unsupported(store: object, op: Op[Any]) -> NotImplementedError:
+    return NotImplementedError(f"{type(store).__name__} does not support {type(op).__name__}")

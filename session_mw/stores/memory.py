@@ -11,17 +11,39 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
-from .base import Meta, Record, Touch, Write
+from .base import (
+    LOCKS,
+    AcquireLock,
+    Check,
+    Close,
+    Collect,
+    Create,
+    Delete,
+    Lifetime,
+    Load,
+    Meta,
+    Op,
+    R,
+    Record,
+    ReleaseLock,
+    Rotate,
+    SessionsOf,
+    Update,
+    unsupported,
+)
 
 
 class MemoryStore:
     """A dict of records with per-record expiry and a per-user index."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    capabilities = frozenset({LOCKS})
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._records: dict[str, tuple[Record, float]] = {}
+        self._records: dict[str, tuple[dict[str, bytes], Meta, float]] = {}
         self._users: dict[str, set[str]] = {}
         self._expiry: list[tuple[float, str]] = []
         self._locks: dict[str, tuple[str, float]] = {}
@@ -29,34 +51,35 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(sessions={len(self._records)})"
 
-    def _get(self, key: str, now: float) -> Record | None:
+    # -- helpers, called with the lock held ------------------------------------------------
+
+    def _live(self, key: str, lifetime: Lifetime, now: float) -> tuple[dict[str, bytes], Meta] | None:
         entry = self._records.get(key)
         if entry is None:
             return None
-        if entry[1] <= now:
+        data, meta, expires = entry
+        if expires <= now or not lifetime.alive(meta, now):
             self._drop(key)
             return None
-        return entry[0]
+        return data, meta
 
-    def _put(self, key: str, record: Record, ttl: float, now: float) -> None:
-        expires = now + ttl
-        self._records[key] = (record, expires)
+    def _put(self, key: str, data: dict[str, bytes], meta: Meta, lifetime: Lifetime, now: float) -> None:
+        expires = lifetime.expires_at(meta)
+        self._records[key] = (data, meta, expires)
         heapq.heappush(self._expiry, (expires, key))
+        if meta.user_id is not None:
+            self._users.setdefault(meta.user_id, set()).add(key)
         self._collect(now)
 
     def _drop(self, key: str) -> None:
         entry = self._records.pop(key, None)
-        if entry is not None:
-            self._unindex(entry[0].meta.user_id, key)
-
-    def _unindex(self, user: str | None, key: str) -> None:
-        if user is None:
+        if entry is None or entry[1].user_id is None:
             return
-        keys = self._users.get(user)
+        keys = self._users.get(entry[1].user_id)
         if keys is not None:
             keys.discard(key)
             if not keys:
-                del self._users[user]
+                del self._users[entry[1].user_id]
 
     def _collect(self, now: float) -> int:
         dropped = 0
@@ -64,81 +87,104 @@ class MemoryStore:
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
             entry = self._records.get(key)
-            if entry is not None and entry[1] <= now:
+            if entry is not None and entry[2] <= now:
                 self._drop(key)
                 dropped += 1
         return dropped
 
-    def load(self, key: str, touch: Touch) -> Record | None:
-        with self._lock:
-            now = self._clock()
-            record = self._get(key, now)
-            if record is None:
-                return None
-            result = Record(dict(record.data), record.meta)
-            if touch.due(record.meta):
-                record.meta = dataclasses.replace(record.meta, last_seen=touch.now)
-                self._put(key, record, touch.ttl_for(record.meta), now)
-            return result
+    # -- the Store protocol ------------------------------------------------------------------
 
-    def write(self, op: Write) -> bool:
+    def execute(self, op: Op[R]) -> R:
+        handler = self._handlers.get(type(op))
+        if handler is None:
+            raise unsupported(self, op)
         with self._lock:
-            now = self._clock()
-            if op.mode == "update":
-                record = self._get(op.key, now)
-                if record is None:
-                    return False
-                data = record.data
-                for name in op.delete:
-                    data.pop(name, None)
-                data.update(op.set)
-                self._unindex(record.meta.user_id, op.key)
-                record.meta = op.meta
-            else:
-                self._drop(op.key)  # a create replaces whatever was there, index entry included
-                if op.old_key is not None:
-                    self._drop(op.old_key)
-                record = Record(dict(op.set), op.meta)
-            self._put(op.key, record, op.ttl, now)
-            if op.meta.user_id is not None:
-                self._users.setdefault(op.meta.user_id, set()).add(op.key)
-            return True
+            return cast(R, handler(self, op))
 
-    def delete(self, key: str) -> None:
-        with self._lock:
-            self._drop(key)
+    def _load(self, op: Load) -> Record | None:
+        key, lifetime = op.key, op.lifetime
+        now = self._clock()
+        live = self._live(key, lifetime, now)
+        if live is None:
+            return None
+        data, meta = live
+        if lifetime.touch_due(meta, now):
+            meta = dataclasses.replace(meta, last_seen=now)
+            self._put(key, data, meta, lifetime, now)
+        return Record(dict(data), meta)
 
-    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        with self._lock:
-            now = self._clock()
-            out = []
-            for key in list(self._users.get(user_id, ())):
-                record = self._get(key, now)
-                if record is not None:
-                    out.append((key, record.meta))
-            return out
+    def _create(self, op: Create) -> None:
+        now = self._clock()
+        self._drop(op.key)
+        self._put(op.key, dict(op.data), op.meta, op.lifetime, now)
 
-    def gc(self, now: float) -> int:
-        with self._lock:
-            return self._collect(self._clock())
+    def _update(self, op: Update) -> bool:
+        now = self._clock()
+        live = self._live(op.key, op.lifetime, now)
+        if live is None:
+            return False
+        data, meta = live
+        for name in op.delete:
+            data.pop(name, None)
+        data.update(op.set)
+        remember = meta.remember if op.remember is None else op.remember
+        self._put(op.key, data, dataclasses.replace(meta, last_seen=now, remember=remember), op.lifetime, now)
+        return True
 
-    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
-        with self._lock:
-            now = self._clock()
-            held = self._locks.get(key)
-            if held is not None and held[1] > now and held[0] != owner:
-                return False
-            self._locks[key] = (owner, now + lease)
-            return True
+    def _rotate(self, op: Rotate) -> bool:
+        now = self._clock()
+        if self._live(op.old_key, op.lifetime, now) is None:
+            return False
+        self._drop(op.old_key)
+        self._drop(op.key)
+        self._put(op.key, dict(op.data), op.meta, op.lifetime, now)
+        return True
 
-    def release_lock(self, key: str, owner: str) -> None:
-        with self._lock:
-            held = self._locks.get(key)
-            if held is not None and held[0] == owner:
-                del self._locks[key]
+    def _delete(self, op: Delete) -> None:
+        self._drop(op.key)
 
-    def close(self) -> None:
-        pass
+    def _sessions_of(self, op: SessionsOf) -> list[tuple[str, Meta]]:
+        now = self._clock()
+        out = []
+        for key in sorted(self._users.get(op.user_id, ())):
+            live = self._live(key, op.lifetime, now)
+            if live is not None:
+                out.append((key, live[1]))
+        out.sort(key=lambda row: row[1].created_at)
+        return out
+
+    def _gc(self, op: Collect) -> int:
+        return self._collect(self._clock())
+
+    def _nothing(self, op: Check | Close) -> None:
+        return None
+
+    def _acquire(self, op: AcquireLock) -> bool:
+        now = self._clock()
+        held = self._locks.get(op.key)
+        if held is not None and held[1] > now and held[0] != op.owner:
+            return False
+        self._locks[op.key] = (op.owner, now + op.lease)
+        return True
+
+    def _release(self, op: ReleaseLock) -> None:
+        held = self._locks.get(op.key)
+        if held is not None and held[0] == op.owner:
+            del self._locks[op.key]
+
+    _handlers: ClassVar[dict[type[Any], Callable[[MemoryStore, Any], Any]]] = {
+        Load: _load,
+        Create: _create,
+        Update: _update,
+        Rotate: _rotate,
+        Delete: _delete,
+        SessionsOf: _sessions_of,
+        Collect: _gc,
+        Check: _nothing,
+        Close: _nothing,
+        AcquireLock: _acquire,
+        ReleaseLock: _release,
+    }
 
     def count(self) -> int:
         with self._lock:

@@ -1,21 +1,50 @@
 """Redis / Valkey store: sync (``redis.Redis``) and asyncio (``redis.asyncio.Redis``).
 
 Both faces share one plan per operation (a Lua script, its keys and arguments, and how to
-decode the reply); only running the plan differs. Every operation is one round trip.
+read the reply); only running a plan differs. Every operation on one session is one round
+trip, and every key a script touches is declared in ``KEYS``.
 
 Layout: a hash per session under ``{prefix}s:{digest}`` with one field per app key
-(``k:name``) and the metadata fields below; a set per user under ``{prefix}u:{user}``
-holding the digests of that user's sessions.
+(``k:name``) and the metadata fields ``_c _s _d _u _a _r _v``; a set per user under
+``{prefix}u:{user}`` holding the digests of that user's sessions. The index tolerates
+stale entries (a delete does not need to know the user); listing drops them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, cast
 
-from ..errors import StoreError, StoreUnavailable
-from .base import Meta, Record, Touch, Write
+from ..errors import ConfigError, StoreUnavailable
+from ..stepping import Plan, run, run_async
+from .base import (
+    LOCKS,
+    RECORD_FORMAT,
+    AcquireLock,
+    Check,
+    Close,
+    Collect,
+    CorruptRecord,
+    Create,
+    Delete,
+    Lifetime,
+    Load,
+    Meta,
+    Op,
+    R,
+    Record,
+    ReleaseLock,
+    Rotate,
+    SessionsOf,
+    Update,
+    checked_meta,
+    checked_name,
+    unsupported,
+)
 
 try:
     import redis
@@ -24,65 +53,116 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the Redis store needs the redis extra: pip install 'session_mw[redis]'") from exc
 
-_T = TypeVar("_T")
-_META = ("_c", "_s", "_d", "_u", "_a", "_r")
+_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i")
 _DATA = b"k:"
+#: Redis keeps an expired-looking key a little longer than the rule says: the TTL only
+#: collects garbage, and must never beat the server-side decision (clock skew between hosts).
+_TTL_MARGIN_MS = 1000
+security_log = logging.getLogger("session_mw.security")
 
-_LOAD = """
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return h end
-local s, d
-for i = 1, #h, 2 do
-  if h[i] == '_s' then s = tonumber(h[i + 1]) elseif h[i] == '_d' then d = tonumber(h[i + 1]) end
+# Shared Lua: the Lifetime rule (base.Lifetime) and chunked HSET/HDEL (unpack has a limit).
+_COMMON = """
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
+local function expiry(key, now, idle, absolute)
+  local m = redis.pcall('HMGET', key, '_c', '_s', '_d')
+  if m['err'] then return nil end
+  local c, s, d = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
+  if not (finite(c) and finite(s) and finite(d)) then return nil end
+  local deadline = math.min(d, c + absolute)
+  local expires = math.min(s + idle, deadline)
+  if now >= expires then return nil end
+  return deadline
 end
-local now, interval, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if s and d and s + idle > now and d > now and s + interval <= now then
-  redis.call('HSET', KEYS[1], '_s', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], math.max(1, math.floor(math.min(idle, d - now) * 1000)))
+local function each_chunk(command, key, args, first, last)
+  for i = first, last, 2000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 1999, last)))
+  end
+end
+local function ms(seconds)
+  return math.max(1, math.ceil(seconds * 1000) + tonumber(ARGV[1]))
+end
+"""
+
+# KEYS: session. ARGV: margin ms, now, idle, absolute, interval
+_LOAD = (
+    _COMMON
+    + """
+local h = redis.pcall('HGETALL', KEYS[1])
+if h['err'] then redis.call('DEL', KEYS[1]) return -1 end
+if #h == 0 then return h end
+local now, idle, absolute, interval = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local deadline = expiry(KEYS[1], now, idle, absolute)
+if deadline == nil then return h end
+local at = 0
+for i = 1, #h, 2 do if h[i] == '_s' then at = i + 1 end end
+if tonumber(h[at]) + interval <= now then
+  -- a touch refused (out of memory, say) must not fail the read: the next due read retries it
+  local done = redis.pcall('HSET', KEYS[1], '_s', ARGV[2])
+  if type(done) == 'number' then
+    redis.call('PEXPIRE', KEYS[1], ms(math.min(now + idle, deadline) - now))
+    h[at] = ARGV[2]
+  end
 end
 return h
 """
+)
 
-# KEYS: session, user index (or ''), old session (or ''), previous user index (or '')
-# ARGV: mode ('update' | 'create' | 'rotate'), digest, ttl ms, old digest, index ttl ms,
-#       n deletes, deletes..., field/value pairs...
-_WRITE = """
-local mode, digest, ttl, old, ndel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[6])
-if mode == 'update' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-  if ndel > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 7, 6 + ndel)) end
-else
-  if KEYS[3] ~= '' then redis.call('DEL', KEYS[3]) end
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7 + ndel))
-redis.call('PEXPIRE', KEYS[1], ttl)
-if KEYS[4] ~= '' then redis.call('SREM', KEYS[4], old ~= '' and old or digest) end
-if KEYS[2] ~= '' then
-  redis.call('SADD', KEYS[2], digest)
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+# KEYS: session[, user index]. ARGV: margin ms, ttl s, digest, index ttl ms, field/value pairs...
+_CREATE = (
+    _COMMON
+    + """
+redis.call('DEL', KEYS[1])
+each_chunk('HSET', KEYS[1], ARGV, 5, #ARGV)
+redis.call('PEXPIRE', KEYS[1], ms(tonumber(ARGV[2])))
+if #KEYS > 1 then
+  redis.call('SADD', KEYS[2], ARGV[3])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 end
 return 1
 """
+)
 
-_DELETE = """
-local u = redis.call('HGET', KEYS[1], '_u')
-local n = redis.call('DEL', KEYS[1])
-if u and u ~= '' then redis.call('SREM', ARGV[1] .. u, ARGV[2]) end
-return n
+# KEYS: session. ARGV: margin ms, now, idle, absolute, n deletes, deletes..., field/value pairs...
+_UPDATE = (
+    _COMMON
+    + """
+local now, idle, absolute, ndel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local deadline = expiry(KEYS[1], now, idle, absolute)
+if deadline == nil then return 0 end
+if ndel > 0 then each_chunk('HDEL', KEYS[1], ARGV, 6, 5 + ndel) end
+each_chunk('HSET', KEYS[1], ARGV, 6 + ndel, #ARGV)
+redis.call('PEXPIRE', KEYS[1], ms(math.min(now + idle, deadline) - now))
+return 1
 """
+)
 
-_USER_SESSIONS = """
-local out = {}
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local m = redis.call('HMGET', ARGV[1] .. d, '_c', '_s', '_d', '_u', '_a', '_r')
-  if m[1] then
-    table.insert(out, {d, m[1], m[2], m[3], m[4] or '', m[5] or '', m[6] or '0'})
-  else
-    redis.call('SREM', KEYS[1], d)
-  end
+# KEYS: old session, new session, then the user indexes named by ARGV[9] and ARGV[10].
+# ARGV: margin ms, now, idle, absolute, ttl s, new digest, old digest, index ttl ms,
+#       position of the new user's index in KEYS (0: none), of the old user's (0: none),
+#       field/value pairs...
+_ROTATE = (
+    _COMMON
+    + """
+local now, idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if expiry(KEYS[1], now, idle, absolute) == nil then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+each_chunk('HSET', KEYS[2], ARGV, 11, #ARGV)
+redis.call('PEXPIRE', KEYS[2], ms(tonumber(ARGV[5])))
+local new_index, old_index = tonumber(ARGV[9]), tonumber(ARGV[10])
+if new_index > 0 then
+  redis.call('SADD', KEYS[new_index], ARGV[6])
+  if redis.call('PTTL', KEYS[new_index]) < tonumber(ARGV[8]) then redis.call('PEXPIRE', KEYS[new_index], ARGV[8]) end
 end
-return out
+if old_index > 0 then redis.call('SREM', KEYS[old_index], ARGV[7]) end
+return 1
+"""
+)
+
+# KEYS: session[, user index]. ARGV: digest
+_DELETE = """
+redis.call('DEL', KEYS[1])
+if #KEYS > 1 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return 1
 """
 
 _LOCK = """
@@ -97,31 +177,41 @@ return 0
 
 _SCRIPTS = {
     "load": _LOAD,
-    "write": _WRITE,
+    "create": _CREATE,
+    "update": _UPDATE,
+    "rotate": _ROTATE,
     "delete": _DELETE,
-    "user_sessions": _USER_SESSIONS,
     "lock": _LOCK,
     "unlock": _UNLOCK,
 }
 
 
 @dataclass(frozen=True, slots=True)
-class Plan(Generic[_T]):
-    """One round trip: which script, with which keys and arguments, and how to read the reply."""
+class Script:
+    """One round trip: a Lua script of ``_SCRIPTS`` with its declared keys and its arguments."""
 
-    script: str
+    name: str
     keys: Sequence[str]
     args: Sequence[Any]
-    decode: Callable[[Any], _T]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+@dataclass(frozen=True, slots=True)
+class Commands:
+    """One round trip: plain commands, pipelined (not a transaction); errors come back as values."""
+
+    commands: Sequence[tuple[Any, ...]]
 
 
-def _meta(c: Any, s: Any, d: Any, u: Any, a: Any, r: Any) -> Meta:
-    user = _text(u) if u else ""
-    return Meta(float(c), float(s), float(d), user or None, _text(a) if a else "", _text(r) == "1" if r else False)
+#: Not a command: close the client's connections.
+DISCONNECT = Commands(())
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
 
 
 def _meta_fields(meta: Meta) -> list[Any]:
@@ -137,195 +227,303 @@ def _meta_fields(meta: Meta) -> list[Any]:
         "_a",
         meta.user_agent,
         "_r",
-        "1" if meta.remember else "0",
+        _flag(meta.remember),
+        "_i",
+        meta.public_id,
+        "_v",
+        str(RECORD_FORMAT),
     ]
 
 
-def _applied(reply: Any) -> bool:
-    return bool(int(reply))
+def _fields(data: Mapping[str, bytes]) -> list[Any]:
+    out: list[Any] = []
+    for name, value in data.items():
+        out += ("k:" + name, value)
+    return out
 
 
-def _decode_record(reply: Any) -> Record | None:
-    if not reply:
-        return None
-    fields = dict(zip(reply[::2], reply[1::2], strict=True))
-    data = {k[2:].decode(): v for k, v in fields.items() if k.startswith(_DATA)}
+def _record_format(value: Any) -> int:
+    if value in (None, b""):
+        return 1
     try:
-        meta = _meta(*(fields.get(name.encode(), b"") for name in _META))
-    except ValueError:
-        return None  # a hash that is not one of our records: treat as no session
-    return Record(data, meta)
+        return int(value)
+    except (TypeError, ValueError):
+        raise CorruptRecord("a session hash of an unknown record format") from None
+
+
+def _dropped(exc: CorruptRecord) -> None:
+    security_log.warning("undecodable session record dropped (%s)", exc)
+
+
+def _where(client: Any) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
 class RedisPlans:
-    """The store's logic, as plans; the sync and async stores only run them."""
+    """The store's logic, as plans of ``Script`` and ``Commands`` round trips.
 
-    def __init__(self, prefix: str) -> None:
+    The sync and async stores only carry each round trip to their client; everything else,
+    error translation included, is written once here.
+    """
+
+    capabilities = frozenset({LOCKS})
+
+    def __init__(self, client: Any, prefix: str, clock: Callable[[], float]) -> None:
+        self.client = client
         self.prefix = prefix
+        self.clock = clock
+        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(prefix={self.prefix!r})"
 
     def session_key(self, digest: str) -> str:
         return f"{self.prefix}s:{digest}"
 
-    def user_key(self, user_id: str | None) -> str:
-        return f"{self.prefix}u:{user_id}" if user_id else ""
+    def user_key(self, user_id: str) -> str:
+        return f"{self.prefix}u:{user_id}"
 
-    def plan_load(self, key: str, touch: Touch) -> Plan[Record | None]:
-        args = (repr(touch.now), repr(touch.interval), repr(touch.idle_timeout))
-        return Plan("load", (self.session_key(key),), args, _decode_record)
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """Every backend failure, with where and what the server said (its messages carry no keys or values)."""
+        said = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreUnavailable(f"Redis at {_where(self.client)}: {type(exc).__name__}: {said}"[:300])
 
-    def plan_write(self, op: Write) -> Plan[bool]:
-        fields: list[Any] = []
-        for name, value in op.set.items():
-            fields += ("k:" + name, value)
-        moved = op.previous_user != op.meta.user_id or op.old_key is not None
-        if op.mode == "update" and not moved:
-            # an update of the same user's session: only last_seen and remember can have changed,
-            # and the user index already lives until the absolute deadline
-            fields += ("_s", repr(op.meta.last_seen), "_r", "1" if op.meta.remember else "0")
-            keys: tuple[str, ...] = (self.session_key(op.key), "", "", "")
-        else:
-            fields += _meta_fields(op.meta)
-            keys = (
-                self.session_key(op.key),
-                self.user_key(op.meta.user_id),
-                self.session_key(op.old_key) if op.old_key else "",
-                self.user_key(op.previous_user) if moved else "",
-            )
-        ttl_ms = max(1, int(op.ttl * 1000))
+    def plan(self, op: Op[R]) -> Plan[R]:
+        """The round trips of ``op``; any Redis or socket error becomes ``StoreUnavailable``."""
+        planner = _PLANNERS.get(type(op))
+        if planner is None:
+            raise unsupported(self, op)
+        try:
+            return cast(R, (yield from planner(self, op)))
+        except (redis_errors.RedisError, OSError) as exc:
+            raise self._unavailable(exc) from None
+
+    def _cleanup(self, commands: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
+        """Best effort (stale index entries, bad records): a failure here leaves work for the next read."""
+        try:
+            yield Commands(commands)
+        except (redis_errors.RedisError, OSError) as exc:
+            log.warning("session store cleanup skipped: %s", self._unavailable(exc))
+
+    @staticmethod
+    def _lifetime_args(lifetime: Lifetime, now: float) -> list[Any]:
+        return [_TTL_MARGIN_MS, repr(now), repr(lifetime.idle_timeout), repr(lifetime.absolute_timeout)]
+
+    @staticmethod
+    def _index_ttl_ms(meta: Meta, lifetime: Lifetime, now: float) -> int:
         # the index must outlive every touch of its sessions: keep it to the absolute deadline
-        index_ttl_ms = max(ttl_ms, int((op.meta.absolute_deadline - op.meta.last_seen) * 1000))
-        args = (
-            op.mode,
-            op.key,
-            ttl_ms,
-            op.old_key or "",
-            index_ttl_ms,
-            len(op.delete),
-            *("k:" + d for d in op.delete),
-            *fields,
-        )
-        return Plan("write", keys, args, _applied)
+        return _ms(lifetime.deadline(meta) - now) + _TTL_MARGIN_MS
 
-    def plan_delete(self, key: str) -> Plan[None]:
-        return Plan("delete", (self.session_key(key),), (f"{self.prefix}u:", key), lambda reply: None)
+    def _load(self, op: Load) -> Plan[Record | None]:
+        now = self.clock()
+        session = self.session_key(op.key)
+        args = [*self._lifetime_args(op.lifetime, now), repr(op.lifetime.touch_interval)]
+        reply = yield Script("load", (session,), args)
+        if reply == -1:
+            _dropped(CorruptRecord("a Redis key of the wrong type"))
+            return None
+        if not reply:
+            return None
+        fields = dict(zip(reply[::2], reply[1::2], strict=True))
+        try:
+            if _record_format(fields.get(b"_v")) > RECORD_FORMAT:
+                return None  # written by a newer session_mw: not ours to read, nor to drop
+            meta = checked_meta(*(fields.get(name) for name in _META))
+            data = {checked_name(k[2:]): v for k, v in fields.items() if k.startswith(_DATA)}
+        except CorruptRecord as exc:
+            _dropped(exc)
+            yield from self._cleanup([("DEL", session)])
+            return None
+        return Record(data, meta) if op.lifetime.alive(meta, now) else None
 
-    def plan_user_sessions(self, user_id: str) -> Plan[list[tuple[str, Meta]]]:
-        def decode(reply: Any) -> list[tuple[str, Meta]]:
-            return [(_text(row[0]), _meta(*row[1:])) for row in reply]
+    def _create(self, op: Create) -> Plan[None]:
+        now = self.clock()
+        keys = [self.session_key(op.key)]
+        if op.meta.user_id is not None:
+            keys.append(self.user_key(op.meta.user_id))
+        args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), op.key]
+        args += [self._index_ttl_ms(op.meta, op.lifetime, now), *_meta_fields(op.meta), *_fields(op.data)]
+        yield Script("create", keys, args)
 
-        return Plan("user_sessions", (self.user_key(user_id),), (f"{self.prefix}s:",), decode)
+    def _update(self, op: Update) -> Plan[bool]:
+        now = self.clock()
+        args = self._lifetime_args(op.lifetime, now)
+        args += [len(op.delete), *("k:" + name for name in op.delete), *_fields(op.set), "_s", repr(now)]
+        if op.remember is not None:
+            args += ("_r", _flag(op.remember))
+        return bool(int((yield Script("update", (self.session_key(op.key),), args))))
 
-    def plan_lock(self, key: str, owner: str, lease: float) -> Plan[bool]:
-        args = (owner, max(1, int(lease * 1000)))
-        return Plan("lock", (f"{self.prefix}l:{key}",), args, lambda reply: bool(int(reply)))
+    def _rotate(self, op: Rotate) -> Plan[bool]:
+        now = self.clock()
+        keys = [self.session_key(op.old_key), self.session_key(op.key)]
+        new_index = old_index = 0
+        if op.meta.user_id is not None:
+            keys.append(self.user_key(op.meta.user_id))
+            new_index = len(keys)
+        if op.old_user_id is not None:
+            if op.old_user_id == op.meta.user_id:
+                old_index = new_index
+            else:
+                keys.append(self.user_key(op.old_user_id))
+                old_index = len(keys)
+        args = self._lifetime_args(op.lifetime, now)
+        args += [repr(op.lifetime.ttl(op.meta, now)), op.key, op.old_key, self._index_ttl_ms(op.meta, op.lifetime, now)]
+        args += [new_index, old_index, *_meta_fields(op.meta), *_fields(op.data)]
+        return bool(int((yield Script("rotate", keys, args))))
 
-    def plan_unlock(self, key: str, owner: str) -> Plan[None]:
-        return Plan("unlock", (f"{self.prefix}l:{key}",), (owner,), lambda reply: None)
+    def _delete(self, op: Delete) -> Plan[None]:
+        keys = [self.session_key(op.key)]
+        if op.user_id is not None:
+            keys.append(self.user_key(op.user_id))
+        yield Script("delete", keys, (op.key,))
+
+    def _sessions_of(self, op: SessionsOf) -> Plan[list[tuple[str, Meta]]]:
+        """Two round trips: the index, then the sessions it names (plain pipelined commands, not a
+        script, as a user's sessions may live in other hash slots); stale entries are dropped."""
+        index = self.user_key(op.user_id)
+        [members] = yield Commands([("SMEMBERS", index)])
+        if isinstance(members, Exception):  # not a set: not one of our indexes
+            _dropped(CorruptRecord("a Redis user index of the wrong type"))
+            yield from self._cleanup([("DEL", index)])
+            return []
+        names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        if not names:
+            return []
+        rows = yield Commands([("HMGET", self.session_key(d), *_META, b"_v") for d in names])
+        now = self.clock()
+        out: list[tuple[str, Meta]] = []
+        stale: list[str] = []
+        cleanup: list[tuple[Any, ...]] = []
+        for digest, row in zip(names, rows, strict=True):
+            try:
+                if isinstance(row, Exception):
+                    raise CorruptRecord("a Redis key of the wrong type")
+                if row[0] is None:
+                    stale.append(digest)  # the session is gone; its index entry goes too
+                    continue
+                if _record_format(row[7]) > RECORD_FORMAT:
+                    continue
+                meta = checked_meta(*row[:7])
+            except CorruptRecord as exc:
+                _dropped(exc)
+                stale.append(digest)
+                cleanup.append(("DEL", self.session_key(digest)))
+                continue
+            if op.lifetime.alive(meta, now):
+                out.append((digest, meta))
+        if stale:
+            yield from self._cleanup([*cleanup, ("SREM", index, *stale)])
+        out.sort(key=lambda row: (row[1].created_at, row[0]))
+        return out
+
+    def _acquire_lock(self, op: AcquireLock) -> Plan[bool]:
+        return bool(int((yield Script("lock", (f"{self.prefix}l:{op.key}",), (op.owner, _ms(op.lease))))))
+
+    def _release_lock(self, op: ReleaseLock) -> Plan[None]:
+        yield Script("unlock", (f"{self.prefix}l:{op.key}",), (op.owner,))
+
+    def _gc(self, op: Collect) -> Plan[int]:
+        return 0  # Redis expires sessions itself (PEXPIRE); user indexes are cleaned as read
+        yield  # a plan with no round trip
+
+    def _check(self, op: Check) -> Plan[None]:
+        """A refusal no retry can fix (bad DB index, wrong password) is a setting to change; an
+        outage at start-up is only a warning (the store may come up later)."""
+        try:
+            [reply] = yield Commands([("PING",)])
+            if isinstance(reply, Exception):
+                raise reply
+        except (redis_errors.ResponseError, redis_errors.AuthenticationError) as exc:
+            raise ConfigError(f"the Redis session store cannot be used: {self._unavailable(exc)}") from None
+        except (redis_errors.RedisError, OSError) as exc:
+            log.warning("session store not reachable at start-up: %s", self._unavailable(exc))
+
+    def _close(self, op: Close) -> Plan[None]:
+        yield DISCONNECT
+
+    def _pipeline(self, call: Commands) -> Any:
+        pipe = self.client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command)
+        return pipe
 
 
-def _translate(exc: Exception) -> StoreError:
-    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
-        return StoreUnavailable(f"Redis cannot be reached: {type(exc).__name__}")
-    return StoreError(f"Redis refused a session command: {type(exc).__name__}")
+_PLANNERS: dict[type[Any], Callable[[RedisPlans, Any], Plan[Any]]] = {
+    Load: RedisPlans._load,
+    Create: RedisPlans._create,
+    Update: RedisPlans._update,
+    Rotate: RedisPlans._rotate,
+    Delete: RedisPlans._delete,
+    SessionsOf: RedisPlans._sessions_of,
+    AcquireLock: RedisPlans._acquire_lock,
+    ReleaseLock: RedisPlans._release_lock,
+    Collect: RedisPlans._gc,
+    Check: RedisPlans._check,
+    Close: RedisPlans._close,
+}
+log = logging.getLogger("session_mw")
 
 
 class RedisStore(RedisPlans):
     """The sync store, over ``redis.Redis``."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "session_mw:") -> None:
-        super().__init__(prefix)
-        self.client = client
-        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+    def __init__(self, client: redis.Redis, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time):
+        super().__init__(client, prefix, clock)
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "session_mw:", connect_timeout: float = 2.0, timeout: float = 2.0
+        cls,
+        url: str,
+        prefix: str = "session_mw:",
+        connect_timeout: float = 2.0,
+        timeout: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> RedisStore:
         client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
-        return cls(client, prefix)
+        return cls(client, prefix, clock=clock)
 
-    def __repr__(self) -> str:
-        return f"RedisStore(prefix={self.prefix!r})"
+    def execute(self, op: Op[R]) -> R:
+        return run(self.plan(op), self._round_trip)
 
-    def _run(self, plan: Plan[_T]) -> _T:
-        try:
-            reply = self._scripts[plan.script](keys=plan.keys, args=plan.args)
-        except redis_errors.RedisError as exc:
-            raise _translate(exc) from None
-        return plan.decode(reply)
-
-    def load(self, key: str, touch: Touch) -> Record | None:
-        return self._run(self.plan_load(key, touch))
-
-    def write(self, op: Write) -> bool:
-        return self._run(self.plan_write(op))
-
-    def delete(self, key: str) -> None:
-        self._run(self.plan_delete(key))
-
-    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        return self._run(self.plan_user_sessions(user_id))
-
-    def gc(self, now: float) -> int:
-        return 0  # Redis expires sessions itself (PEXPIRE); user indexes are cleaned as read
-
-    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
-        return self._run(self.plan_lock(key, owner, lease))
-
-    def release_lock(self, key: str, owner: str) -> None:
-        self._run(self.plan_unlock(key, owner))
-
-    def close(self) -> None:
-        self.client.close()
+    def _round_trip(self, call: Script | Commands) -> Any:
+        if isinstance(call, Script):
+            return self._scripts[call.name](keys=call.keys, args=call.args)
+        if call is DISCONNECT:
+            return self.client.close()
+        return self._pipeline(call).execute(raise_on_error=False)
 
 
 class AsyncRedisStore(RedisPlans):
     """The asyncio store, over ``redis.asyncio.Redis``; the same plans as ``RedisStore``."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str = "session_mw:") -> None:
-        super().__init__(prefix)
-        self.client = client
-        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+    def __init__(
+        self, client: redis.asyncio.Redis, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time
+    ):
+        super().__init__(client, prefix, clock)
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "session_mw:", connect_timeout: float = 2.0, timeout: float = 2.0
+        cls,
+        url: str,
+        prefix: str = "session_mw:",
+        connect_timeout: float = 2.0,
+        timeout: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> AsyncRedisStore:
         client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
-        return cls(client, prefix)
+        return cls(client, prefix, clock=clock)
 
-    def __repr__(self) -> str:
-        return f"AsyncRedisStore(prefix={self.prefix!r})"
+    async def execute(self, op: Op[R]) -> R:
+        return await run_async(self.plan(op), self._round_trip)
 
-    async def _run(self, plan: Plan[_T]) -> _T:
-        try:
-            reply = await self._scripts[plan.script](keys=plan.keys, args=plan.args)
-        except redis_errors.RedisError as exc:
-            raise _translate(exc) from None
-        except OSError as exc:
-            raise StoreUnavailable(f"Redis cannot be reached: {type(exc).__name__}") from None
-        return plan.decode(reply)
-
-    async def load(self, key: str, touch: Touch) -> Record | None:
-        return await self._run(self.plan_load(key, touch))
-
-    async def write(self, op: Write) -> bool:
-        return await self._run(self.plan_write(op))
-
-    async def delete(self, key: str) -> None:
-        await self._run(self.plan_delete(key))
-
-    async def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        return await self._run(self.plan_user_sessions(user_id))
-
-    async def gc(self, now: float) -> int:
-        return 0
-
-    async def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
-        return await self._run(self.plan_lock(key, owner, lease))
-
-    async def release_lock(self, key: str, owner: str) -> None:
-        await self._run(self.plan_unlock(key, owner))
-
-    async def close(self) -> None:
-        await self.client.aclose()
+    async def _round_trip(self, call: Script | Commands) -> Any:
+        if isinstance(call, Script):
+            return await self._scripts[call.name](keys=call.keys, args=call.args)
+        if call is DISCONNECT:
+            return await self.client.aclose()
+        return await self._pipeline(call).execute(raise_on_error=False)

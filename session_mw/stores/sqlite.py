@@ -6,29 +6,57 @@ so an update writes only the keys that changed. The file runs in WAL mode, so re
 wait for the writer; every write is one ``BEGIN IMMEDIATE`` transaction, so a
 read-modify-write is atomic across processes.
 
-``expires_at`` is on the wall clock (``time.time()``), like a Redis TTL: a row past it is
-treated as absent at once, and deleted later by ``gc`` or by the small batch of collection
-that every few hundred writes pay for.
+``expires_at`` is on the store's clock (``time.time()`` unless one is injected), like a Redis
+TTL: a row past it is treated as absent at once, and deleted later by ``gc`` or by the small
+batch of collection that every few hundred writes pay for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict, cast
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
-from .base import Meta, Record, Touch, Write
+from .base import (
+    INLINE_LOADS,
+    LOCKS,
+    RECORD_FORMAT,
+    AcquireLock,
+    Check,
+    Close,
+    Collect,
+    CorruptRecord,
+    Create,
+    Delete,
+    Lifetime,
+    Load,
+    Meta,
+    Op,
+    R,
+    Record,
+    ReleaseLock,
+    Rotate,
+    SessionsOf,
+    Update,
+    WouldBlock,
+    checked_meta,
+    checked_name,
+    checked_value,
+    unsupported,
+)
 
 log = logging.getLogger("session_mw.stores.sqlite")
+security_log = logging.getLogger("session_mw.security")
 
 #: The schema version this code writes (stored in ``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``_MIGRATIONS[n]`` takes a file from version ``n - 1`` to version ``n``; version 0 is an
 #: empty file. They run in one transaction, so a file is never left half-migrated.
@@ -64,6 +92,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID
         """,
     ),
+    # the record format (1: values as the first release wrote them; 2: tagged values are marked)
+    2: (
+        "ALTER TABLE sessions ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE sessions ADD COLUMN public_id TEXT NOT NULL DEFAULT ''",
+    ),
 }
 _TABLES = {
     "sessions": {
@@ -81,32 +114,33 @@ _TABLES = {
 }
 
 _LOAD = (
-    "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, v.name, v.value "
-    "FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest WHERE s.digest = ? AND s.expires_at > ?"
+    "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, s.public_id, "
+    "s.format, v.name, v.value FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest "
+    "WHERE s.digest = ? AND s.expires_at > ?"
+)
+_LIVE_META = (
+    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
+    "FROM sessions WHERE digest = ? AND expires_at > ?"
 )
 # only if nobody touched it since we read it: two touches racing leave one, never a stale last_seen
 _TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ?"
-_IS_LIVE = "SELECT 1 FROM sessions WHERE digest = ? AND expires_at > ?"
 _DELETE_VALUE = "DELETE FROM session_values WHERE digest = ? AND name = ?"
 _UPSERT_VALUE = (
     "INSERT INTO session_values (digest, name, value) VALUES (?, ?, ?) "
     "ON CONFLICT (digest, name) DO UPDATE SET value = excluded.value"
 )
-_UPDATE_META = (
-    "UPDATE sessions SET user_id = ?, created_at = ?, last_seen = ?, absolute_deadline = ?, expires_at = ?, "
-    "user_agent = ?, remember = ? WHERE digest = ?"
-)
+_UPDATE_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ?, remember = ? WHERE digest = ?"
 _INSERT_SESSION = (
     "INSERT INTO sessions (user_id, created_at, last_seen, absolute_deadline, expires_at, user_agent, remember, "
-    "digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "public_id, format, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_SESSION = "DELETE FROM sessions WHERE digest = ?"  # values go with it (ON DELETE CASCADE)
 _USER_SESSIONS = (
-    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember "
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
     "FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at, digest"
 )
 _ITER_SESSIONS = (
-    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember "
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
     "FROM sessions WHERE digest > ? AND expires_at > ? ORDER BY digest LIMIT ?"
 )
 _LOCK = (
@@ -130,13 +164,17 @@ class SQLiteStats(TypedDict):
     wal_bytes: int
 
 
-class WouldBlock(Exception):
-    """``load_without_waiting`` would have had to wait: do the load in a worker thread instead."""
-
-
 def _meta(row: Any) -> Meta:
-    c, s, d, u, a, r = row
-    return Meta(float(c), float(s), float(d), u, a or "", bool(r))
+    """The metadata columns (``_META``) of a row, or ``CorruptRecord``."""
+    c, s, d, u, a, r, i, fmt = row
+    if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
+        raise CorruptRecord("a session row of an unknown record format")
+    return checked_meta(c, s, d, u, a, r, i)
+
+
+def _text(data: bytes) -> str:
+    """Text columns as read: never fail inside the driver, so a bad row is ours to judge."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _meta_params(meta: Meta, expires_at: float, digest: str) -> tuple[Any, ...]:
@@ -148,6 +186,8 @@ def _meta_params(meta: Meta, expires_at: float, digest: str) -> tuple[Any, ...]:
         expires_at,
         meta.user_agent,
         int(meta.remember),
+        meta.public_id,
+        RECORD_FORMAT,
         digest,
     )
 
@@ -192,6 +232,7 @@ class SQLiteStore:
         gc_interval: float = 60.0,
         gc_batch: int = 500,
         max_idle_connections: int = 8,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         raw = os.fspath(path)
         if raw in ("", ":memory:") or raw.startswith("file:"):
@@ -209,6 +250,7 @@ class SQLiteStore:
             raise ConfigError(
                 f"cannot create the directory {parent} for the SQLite session store: {exc.strerror or exc}"
             ) from None
+        self._clock = clock
         self._busy_timeout = busy_timeout
         self._gc_every = gc_every
         self._gc_interval = gc_interval
@@ -237,6 +279,7 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False is safe: the pool hands a connection to one thread at a time
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.text_factory = _text
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -300,11 +343,9 @@ class SQLiteStore:
                 yield conn
             finally:
                 self._release(conn)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             # sqlite's messages ("database is locked", "disk I/O error") never carry bound values
             raise StoreUnavailable(f"the SQLite session store at {self.path} is unavailable: {exc}") from None
-        except sqlite3.Error as exc:
-            raise StoreError(f"the SQLite session store at {self.path} failed: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
     @contextmanager
@@ -385,32 +426,54 @@ class SQLiteStore:
 
     # -- the Store protocol ----------------------------------------------------------
 
-    def load(self, key: str, touch: Touch) -> Record | None:
-        with self._connection() as conn:
-            return self._load(conn, key, touch, wait=True)
+    capabilities = frozenset({LOCKS, INLINE_LOADS})
 
-    def load_without_waiting(self, key: str, touch: Touch) -> Record | None:
-        """``load``, but raise ``WouldBlock`` instead of waiting for a lock (or a first-use migration).
+    def execute(self, op: Op[R]) -> R:
+        handler = self._handlers.get(type(op))
+        if handler is None:
+            raise unsupported(self, op)
+        return cast(R, handler(self, op))
 
-        WAL readers never wait for writers, so this almost always succeeds at once: the async
-        face calls it on the event loop and only hops to a worker thread when it would block
-        (a due touch meeting another process's write).
+    def _check(self, op: Check) -> None:
+        """Open (create or migrate) the file now, so a foreign or unwritable file fails at start-up."""
+        try:
+            with self._connection():
+                pass
+        except StoreUnavailable as exc:
+            raise ConfigError(f"the SQLite session store cannot be used: {exc}") from None
+
+    def _load_op(self, op: Load) -> Record | None:
+        """``wait=False`` raises ``WouldBlock`` instead of waiting for a lock (or a first-use migration).
+
+        WAL readers never wait for writers, so that almost always succeeds at once: the async
+        face loads on the event loop and only hops to a worker thread when it would block (a
+        due touch meeting another process's write, or a bad row to drop).
         """
-        if not self._ready:
+        if not op.wait and not self._ready:
             raise WouldBlock
         with self._connection() as conn:
-            return self._load(conn, key, touch, wait=False)
+            return self._load(conn, op.key, op.lifetime, wait=op.wait)
 
-    def _load(self, conn: sqlite3.Connection, key: str, touch: Touch, *, wait: bool) -> Record | None:
+    def _load(self, conn: sqlite3.Connection, key: str, lifetime: Lifetime, *, wait: bool) -> Record | None:
+        now = self._clock()
         # one statement, so one consistent snapshot of the session row and its values
-        rows = conn.execute(_LOAD, (key, time.time())).fetchall()
+        rows = conn.execute(_LOAD, (key, now)).fetchall()
         if not rows:
             return None
-        meta = _meta(rows[0][:6])
-        data = {str(row[6]): bytes(row[7]) for row in rows if row[6] is not None}
-        if touch.due(meta):
+        try:
+            meta = _meta(rows[0][:8])
+            data = {checked_name(row[8]): checked_value(row[9]) for row in rows if row[8] is not None}
+        except CorruptRecord as exc:
+            if not wait:
+                raise WouldBlock from None
+            self._drop_corrupt(conn, key, exc)
+            return None
+        if not lifetime.alive(meta, now):
+            return None  # expired by the current settings; gc collects the row
+        if lifetime.touch_due(meta, now):
+            touched = dataclasses.replace(meta, last_seen=now)
             # a single UPDATE is atomic by itself; one of a session deleted meanwhile changes nothing
-            params = (touch.now, time.time() + touch.ttl_for(meta), key, meta.last_seen)
+            params = (now, now + lifetime.ttl(touched, now), key, meta.last_seen)
             if wait:
                 conn.execute(_TOUCH, params)
             else:
@@ -421,51 +484,96 @@ class SQLiteStore:
                     raise WouldBlock from None
                 finally:
                     conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            meta = touched
         return Record(data, meta)
 
-    def write(self, op: Write) -> bool:
-        if op.mode not in ("update", "create", "rotate"):
-            raise ValueError(f"unknown write mode {op.mode!r}")
+    @staticmethod
+    def _drop_corrupt(conn: sqlite3.Connection, key: str, exc: CorruptRecord) -> None:
+        security_log.warning("undecodable session record dropped (%s)", exc)
+        conn.execute(_DELETE_SESSION, (key,))
+
+    def _live_meta(self, conn: sqlite3.Connection, key: str, lifetime: Lifetime, now: float) -> Meta | None:
+        row = conn.execute(_LIVE_META, (key, now)).fetchone()
+        if row is None:
+            return None
+        try:
+            meta = _meta(row)
+        except CorruptRecord as exc:
+            self._drop_corrupt(conn, key, exc)
+            return None
+        return meta if lifetime.alive(meta, now) else None
+
+    def _insert(self, conn: sqlite3.Connection, key: str, meta: Meta, data: Any, lifetime: Lifetime) -> None:
+        now = self._clock()
+        conn.execute(_DELETE_SESSION, (key,))
+        conn.execute(_INSERT_SESSION, _meta_params(meta, now + lifetime.ttl(meta, now), key))
+        if data:
+            conn.executemany(_UPSERT_VALUE, [(key, name, value) for name, value in data.items()])
+
+    def _create(self, op: Create) -> None:
         with self._connection() as conn, self._transaction(conn):
-            now = time.time()  # read after the write lock is held
-            params = _meta_params(op.meta, now + op.ttl, op.key)
-            if op.mode == "update":
-                if conn.execute(_IS_LIVE, (op.key, now)).fetchone() is None:
-                    return False  # deleted, expired or rotated away: never resurrect it
-                if op.delete:
-                    conn.executemany(_DELETE_VALUE, [(op.key, name) for name in op.delete])
-                conn.execute(_UPDATE_META, params)
-            else:
-                conn.execute(_DELETE_SESSION, (op.key,))
-                if op.old_key is not None:
-                    conn.execute(_DELETE_SESSION, (op.old_key,))
-                conn.execute(_INSERT_SESSION, params)
+            self._insert(conn, op.key, op.meta, op.data, op.lifetime)
+        self._amortised_gc()
+
+    def _update(self, op: Update) -> bool:
+        with self._connection() as conn, self._transaction(conn):
+            now = self._clock()  # read after the write lock is held
+            meta = self._live_meta(conn, op.key, op.lifetime, now)
+            if meta is None:
+                return False  # deleted, expired or rotated away: never resurrect it
+            if op.delete:
+                conn.executemany(_DELETE_VALUE, [(op.key, name) for name in op.delete])
             if op.set:
                 conn.executemany(_UPSERT_VALUE, [(op.key, name, value) for name, value in op.set.items()])
+            remember = meta.remember if op.remember is None else op.remember
+            touched = dataclasses.replace(meta, last_seen=now, remember=remember)
+            conn.execute(_UPDATE_TOUCH, (now, now + op.lifetime.ttl(touched, now), int(remember), op.key))
         self._amortised_gc()
         return True
 
-    def delete(self, key: str) -> None:
-        with self._connection() as conn:
-            conn.execute(_DELETE_SESSION, (key,))  # one statement: atomic with its cascade
-
-    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        with self._connection() as conn:
-            rows = conn.execute(_USER_SESSIONS, (user_id, time.time())).fetchall()
-        return [(str(row[0]), _meta(row[1:])) for row in rows]
-
-    def acquire_lock(self, key: str, owner: str, lease: float) -> bool:
+    def _rotate(self, op: Rotate) -> bool:
         with self._connection() as conn, self._transaction(conn):
-            now = time.time()
-            return int(conn.execute(_LOCK, (key, owner, now + lease, now)).rowcount) == 1
+            if self._live_meta(conn, op.old_key, op.lifetime, self._clock()) is None:
+                return False
+            conn.execute(_DELETE_SESSION, (op.old_key,))
+            self._insert(conn, op.key, op.meta, op.data, op.lifetime)
+        self._amortised_gc()
+        return True
 
-    def release_lock(self, key: str, owner: str) -> None:
+    def _delete(self, op: Delete) -> None:
         with self._connection() as conn:
-            conn.execute(_UNLOCK, (key, owner))
+            conn.execute(_DELETE_SESSION, (op.key,))  # one statement: atomic with its cascade
 
-    def gc(self, now: float) -> int:
-        """Delete every expired row, a batch per transaction; ``now`` is ignored (wall clock)."""
+    def _sessions_of(self, op: SessionsOf) -> list[tuple[str, Meta]]:
+        with self._connection() as conn:
+            now = self._clock()
+            rows = conn.execute(_USER_SESSIONS, (op.user_id, now)).fetchall()
+            out = []
+            for row in rows:
+                try:
+                    meta = _meta(row[1:])
+                except CorruptRecord as exc:
+                    self._drop_corrupt(conn, str(row[0]), exc)
+                    continue
+                if op.lifetime.alive(meta, now):
+                    out.append((str(row[0]), meta))
+        return out
+
+    def _acquire_lock(self, op: AcquireLock) -> bool:
+        with self._connection() as conn, self._transaction(conn):
+            now = self._clock()
+            return int(conn.execute(_LOCK, (op.key, op.owner, now + op.lease, now)).rowcount) == 1
+
+    def _release_lock(self, op: ReleaseLock) -> None:
+        with self._connection() as conn:
+            conn.execute(_UNLOCK, (op.key, op.owner))
+
+    def _gc(self, op: Collect) -> int:
+        """Delete every expired row, a batch per transaction."""
         return sum(self.gc_batches())
+
+    def _close(self, op: Close) -> None:
+        self.close()
 
     def close(self) -> None:
         with self._lock:
@@ -473,6 +581,20 @@ class SQLiteStore:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    _handlers: ClassVar[dict[type[Any], Callable[[SQLiteStore, Any], Any]]] = {
+        Load: _load_op,
+        Create: _create,
+        Update: _update,
+        Rotate: _rotate,
+        Delete: _delete,
+        SessionsOf: _sessions_of,
+        Collect: _gc,
+        Check: _check,
+        Close: _close,
+        AcquireLock: _acquire_lock,
+        ReleaseLock: _release_lock,
+    }
 
     # -- garbage collection ------------------------------------------------------------
 
@@ -491,7 +613,7 @@ class SQLiteStore:
     def _collect(self, size: int) -> int:
         with self._connection() as conn, self._transaction(conn):
             # the subquery walks the expires_at index: never a full-table scan
-            now = time.time()
+            now = self._clock()
             conn.execute(_COLLECT_LOCKS, (now,))  # leases of crashed workers (a handful of rows)
             return int(conn.execute(_COLLECT, (now, size)).rowcount)
 
@@ -517,7 +639,7 @@ class SQLiteStore:
     def stats(self) -> SQLiteStats:
         """Live sessions, distinct users, rows awaiting gc, and the size on disk."""
         with self._connection() as conn, self._transaction(conn, "BEGIN"):
-            now = time.time()
+            now = self._clock()
             sessions = int(conn.execute("SELECT COUNT(*) FROM sessions WHERE expires_at > ?", (now,)).fetchone()[0])
             users = int(
                 conn.execute(
@@ -541,7 +663,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT digest FROM sessions WHERE digest >= ? AND digest < ? AND expires_at > ? "
                 "ORDER BY digest LIMIT ?",
-                (prefix, prefix + "\U0010ffff", time.time(), limit),
+                (prefix, prefix + "\U0010ffff", self._clock(), limit),
             ).fetchall()
         return [str(row[0]) for row in rows]
 
@@ -550,9 +672,12 @@ class SQLiteStore:
         after = ""
         while True:
             with self._connection() as conn:
-                rows = conn.execute(_ITER_SESSIONS, (after, time.time(), batch)).fetchall()
+                rows = conn.execute(_ITER_SESSIONS, (after, self._clock(), batch)).fetchall()
             for row in rows:
-                yield str(row[0]), _meta(row[1:])
+                try:
+                    yield str(row[0]), _meta(row[1:])
+                except CorruptRecord:
+                    continue  # never listed; load and gc drop it
             if len(rows) < batch:
                 return
             after = str(rows[-1][0])

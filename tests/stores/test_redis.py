@@ -1,17 +1,23 @@
-"""Redis-only promises: one round trip per operation, and one record format for both faces."""
+"""Redis-only promises: one round trip per operation, declared keys, one record format for both faces,
+bad keys dropped, and every server error a ``StoreUnavailable`` that says what the server said."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from session_mw.config import SessionConfig
-from session_mw.stores.base import Write
+from session_mw.errors import ConfigError, StoreUnavailable
+from session_mw.stores.base import Check, Close, Create, Delete, Lifetime, Load, Rotate, SessionsOf, Update
 from session_mw.stores.redis import AsyncRedisStore, RedisStore
-from session_mw.testing import meta, touch
+from session_mw.testing import FakeClock, digest, meta
+from tests.conftest import RedisServer, free_port
+
+LIFE = Lifetime(600.0, 3600.0, 60.0)
 
 
 @pytest.fixture
@@ -21,55 +27,205 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def test_load_and_write_are_one_round_trip_each(redis_url: str, key_prefix: str, raw: redis.Redis) -> None:
-    store = RedisStore.from_url(redis_url, key_prefix)
-    m = meta(user="alice")
-    store.write(Write("create", "a" * 64, m, 60, set={"cart": b"[]"}))  # loads the scripts once
-    store.load("a" * 64, touch())
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(redis_url: str, key_prefix: str, clock: FakeClock) -> Iterator[RedisStore]:
+    s = RedisStore.from_url(redis_url, key_prefix, clock=clock)
+    yield s
+    s.execute(Close())
+
+
+def test_load_and_update_are_one_round_trip_each(store: RedisStore, raw: redis.Redis, clock: FakeClock) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"cart": b"[]"}, LIFE))  # loads the scripts once
+    store.execute(Load(digest(1), LIFE))
+    store.execute(Update(digest(1), LIFE, {"cart": b"[0]"}))
     raw.config_resetstat()
-    store.load("a" * 64, touch())
-    store.write(Write("update", "a" * 64, m, 60, set={"cart": b"[1]"}))
+    store.execute(Load(digest(1), LIFE))
+    store.execute(Update(digest(1), LIFE, {"cart": b"[1]"}))
     stats = raw.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 2  # one script call per operation...
     assert "cmdstat_get" not in stats and "cmdstat_hgetall" in stats  # ...whose commands run inside Redis
-    store.close()
 
 
-def test_a_read_inside_the_touch_interval_writes_nothing(redis_url: str, key_prefix: str, raw: redis.Redis) -> None:
-    store = RedisStore.from_url(redis_url, key_prefix)
-    m = meta()
-    store.write(Write("create", "b" * 64, m, 60, set={"x": b"1"}))
+def test_a_read_inside_the_touch_interval_writes_nothing(store: RedisStore, raw: redis.Redis, clock: FakeClock) -> None:
+    store.execute(Create(digest(1), meta(clock()), {"x": b"1"}, LIFE))
+    clock.advance(1)
     raw.config_resetstat()
-    store.load("b" * 64, touch(m.last_seen + 1, interval=60))
+    store.execute(Load(digest(1), LIFE))
     stats = raw.info("commandstats")
     assert "cmdstat_hset" not in stats and "cmdstat_pexpire" not in stats
-    store.close()
 
 
-def test_sync_and_async_faces_share_one_record_format(redis_url: str, key_prefix: str) -> None:
-    config = SessionConfig(store_url=redis_url, key_prefix=key_prefix)
-    sync = RedisStore.from_url(config.store_url, key_prefix)
-    m = meta(user="alice")
-    sync.write(Write("create", "c" * 64, m, 60, set={"cart": b'["apple"]'}))
+def test_sync_and_async_faces_share_one_record_format(redis_url: str, key_prefix: str, clock: FakeClock) -> None:
+    sync = RedisStore.from_url(redis_url, key_prefix, clock=clock)
+    m = meta(clock(), user="alice")
+    sync.execute(Create(digest(3), m, {"cart": b'["apple"]'}, LIFE))
 
     async def through_async() -> None:
-        store = AsyncRedisStore.from_url(config.store_url, key_prefix)
-        record = await store.load("c" * 64, touch())
-        assert record is not None and record.data == {"cart": b'["apple"]'} and record.meta == m
-        await store.write(Write("update", "c" * 64, m, 60, set={"cart": b'["apple","pear"]'}))
-        await store.close()
+        store = AsyncRedisStore.from_url(redis_url, key_prefix, clock=clock)
+        record = await store.execute(Load(digest(3), LIFE))
+        assert record is not None and dict(record.data) == {"cart": b'["apple"]'} and record.meta == m
+        assert await store.execute(Update(digest(3), LIFE, {"cart": b'["apple","pear"]'}))
+        await store.execute(Close())
 
     asyncio.run(through_async())
-    record = sync.load("c" * 64, touch())
-    assert record is not None and record.data == {"cart": b'["apple","pear"]'}
-    assert [k for k, _ in sync.user_sessions("alice")] == ["c" * 64]
-    sync.close()
+    record = sync.execute(Load(digest(3), LIFE))
+    assert record is not None and dict(record.data) == {"cart": b'["apple","pear"]'}
+    assert [k for k, _ in sync.execute(SessionsOf("alice", LIFE))] == [digest(3)]
+    sync.execute(Close())
 
 
-def test_keys_are_digests_under_the_prefix(redis_url: str, key_prefix: str, raw: redis.Redis) -> None:
-    store = RedisStore.from_url(redis_url, key_prefix)
-    store.write(Write("create", "d" * 64, meta(user="bob"), 60, set={"x": b"1"}))
+def test_keys_are_digests_under_the_prefix_and_records_are_versioned(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    store.execute(Create(digest(4), meta(clock(), user="bob"), {"x": b"1"}, LIFE))
     keys = sorted(k.decode() for k in raw.scan_iter(match=f"{key_prefix}*"))
-    assert keys == [f"{key_prefix}s:{'d' * 64}", f"{key_prefix}u:bob"]
-    assert raw.pttl(f"{key_prefix}s:{'d' * 64}") > 0 and raw.ttl(f"{key_prefix}u:bob") > 0
-    store.close()
+    assert keys == [f"{key_prefix}s:{digest(4)}", f"{key_prefix}u:bob"]
+    assert raw.pttl(f"{key_prefix}s:{digest(4)}") > 0 and raw.ttl(f"{key_prefix}u:bob") > 0
+    assert raw.hget(f"{key_prefix}s:{digest(4)}", "_v") == b"2"
+
+
+def test_a_redis_ttl_never_beats_the_servers_decision(store: RedisStore, raw: redis.Redis, key_prefix: str) -> None:
+    clock = store.clock
+    store.execute(Create(digest(5), meta(clock()), {"x": b"1"}, Lifetime(2.0, 3600.0, 0.2)))
+    assert raw.pttl(f"{key_prefix}s:{digest(5)}") > 2000  # the idle timeout plus a margin
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda r, k: (r.delete(k), r.set(k, "a string, not a hash")),
+        lambda r, k: (r.delete(k), r.rpush(k, "a list")),
+        lambda r, k: r.hset(k, "_d", "inf"),
+        lambda r, k: r.hset(k, "_s", "nan"),
+        lambda r, k: r.hset(k, "_c", "yesterday"),
+        lambda r, k: r.hset(k, "_r", "maybe"),
+        lambda r, k: r.hset(k, b"k:\xff", b"1"),
+        lambda r, k: r.hset(k, "_u", b"\xff\xfe"),
+        lambda r, k: r.hset(k, "_v", "x"),
+        lambda r, k: r.hdel(k, "_c"),
+    ],
+)
+def test_an_undecodable_record_is_absent_everywhere_and_dropped(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock, damage: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    store.execute(Create(digest(2), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    key = f"{key_prefix}s:{digest(1)}"
+    damage(raw, key)  # type: ignore[operator]
+    with caplog.at_level(logging.WARNING, logger="session_mw.security"):
+        assert store.execute(Load(digest(1), LIFE)) is None
+        assert [k for k, _ in store.execute(SessionsOf("alice", LIFE))] == [digest(2)]
+    assert "undecodable session record dropped" in caplog.text and digest(1) not in caplog.text
+    assert not raw.exists(key)  # dropped
+    assert not store.execute(Update(digest(1), LIFE, {"a": b"2"}))
+    assert not store.execute(Rotate(digest(1), digest(3), meta(clock(), "alice"), {}, LIFE, "alice"))
+    assert not raw.exists(f"{key_prefix}s:{digest(3)}")
+
+
+@pytest.mark.parametrize("field", ["_c", "_d", "_r", "_u"])
+def test_the_listing_drops_a_record_whose_meta_does_not_decode(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock, field: str
+) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    raw.hset(f"{key_prefix}s:{digest(1)}", field, b"\xff")
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+    assert not raw.exists(f"{key_prefix}s:{digest(1)}") and raw.smembers(f"{key_prefix}u:alice") == set()
+
+
+def test_a_user_index_of_the_wrong_type_lists_nothing_and_is_dropped(
+    store: RedisStore, raw: redis.Redis, key_prefix: str
+) -> None:
+    raw.set(f"{key_prefix}u:alice", "oops")
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+    assert not raw.exists(f"{key_prefix}u:alice")
+
+
+def test_a_record_of_a_newer_format_is_left_alone(store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock) -> None:
+    store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
+    raw.hset(f"{key_prefix}s:{digest(1)}", "_v", "9")
+    assert store.execute(Load(digest(1), LIFE)) is None
+    assert raw.exists(f"{key_prefix}s:{digest(1)}")
+
+
+def test_scripts_flushed_or_lost_by_a_restart_are_reloaded(store: RedisStore, raw: redis.Redis, clock: FakeClock) -> None:
+    store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
+    raw.script_flush()
+    assert store.execute(Load(digest(1), LIFE)) is not None
+    assert store.execute(Update(digest(1), LIFE, {"a": b"2"}))
+
+
+def _server_says(server: RedisServer, *command: str) -> None:
+    client = redis.Redis(port=server.port)
+    client.execute_command(*command)
+    client.close()
+
+
+def test_out_of_memory_is_unavailable_and_quotes_the_server(redis_server: RedisServer, key_prefix: str) -> None:
+    clock = FakeClock()
+    store = RedisStore.from_url(redis_server.url, key_prefix, clock=clock)
+    store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
+    _server_says(redis_server, "CONFIG", "SET", "maxmemory", "1")
+    _server_says(redis_server, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    with pytest.raises(StoreUnavailable, match=rf"127\.0\.0\.1:{redis_server.port}.*OutOfMemoryError.*maxmemory") as info:
+        store.execute(Update(digest(1), LIFE, {"a": b"2"}))
+    assert digest(1) not in str(info.value)
+    clock.advance(100)  # a due touch that Redis refuses does not fail the read
+    record = store.execute(Load(digest(1), LIFE))
+    assert record is not None and record.meta.last_seen == clock() - 100
+
+
+def test_a_read_only_replica_is_unavailable(redis_server: RedisServer, key_prefix: str) -> None:
+    store = RedisStore.from_url(redis_server.url, key_prefix)
+    _server_says(redis_server, "REPLICAOF", "127.0.0.1", str(free_port()))  # nobody there: stays read-only
+    with pytest.raises(StoreUnavailable, match="read only replica"):
+        store.execute(Create(digest(1), meta(1.0), {"a": b"1"}, LIFE))
+
+
+def test_a_bad_db_index_fails_the_start_up_check(redis_server: RedisServer, key_prefix: str) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_server.port}/99", key_prefix)
+    with pytest.raises(ConfigError, match="DB index is out of range"):
+        store.execute(Check())
+    with pytest.raises(StoreUnavailable, match="DB index is out of range"):
+        store.execute(Load(digest(1), LIFE))
+
+
+def test_a_port_that_does_not_speak_redis_is_unavailable(key_prefix: str) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def babble() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=babble, daemon=True).start()
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", key_prefix, connect_timeout=0.5, timeout=0.5)
+    with pytest.raises(StoreUnavailable, match=rf"127\.0\.0\.1:{port}"):
+        store.execute(Load(digest(1), LIFE))
+    store.execute(Check())  # not fatal at start-up: only logged
+    listener.close()
+
+
+def test_an_outage_at_start_up_is_only_a_warning(key_prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", key_prefix, connect_timeout=0.2, timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="session_mw"):
+        store.execute(Check())
+    assert "not reachable at start-up" in caplog.text
+
+
+def test_delete_with_the_user_cleans_the_index_at_once(store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    store.execute(Delete(digest(1), "alice"))
+    assert raw.smembers(f"{key_prefix}u:alice") == set()

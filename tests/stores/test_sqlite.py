@@ -1,7 +1,8 @@
-"""The SQLite store: the conformance suite on both faces, plus what only a file can get wrong."""
+"""The SQLite store: what only a file can get wrong (the contract suite runs in test_contract.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
@@ -12,48 +13,46 @@ from pathlib import Path
 import pytest
 
 from session_mw.errors import ConfigError, StoreError, StoreUnavailable
-from session_mw.stores import Store
-from session_mw.stores.base import Meta, Touch, Write
+from session_mw.stores.base import (
+    Check,
+    Collect,
+    Create,
+    Delete,
+    Lifetime,
+    Load,
+    Meta,
+    Record,
+    Rotate,
+    SessionsOf,
+    Update,
+    WouldBlock,
+)
 from session_mw.stores.sqlite import SCHEMA_VERSION, SQLiteStore, path_from_url
 from session_mw.stores.threaded import AsyncFromSync
-from session_mw.testing import LockContract, StoreContract, SyncFromAsync, meta
+from session_mw.testing import FakeClock, digest, meta
 
 IDLE = 600.0
+LIFE = Lifetime(IDLE, 3600.0, 60.0)
+START = 1_700_000_000.0
 
 
-def digest(n: int) -> str:
-    return f"{n:064x}"
-
-
-def touch(now: float | None = None, interval: float = 60.0) -> Touch:
-    return Touch(time.time() if now is None else now, interval, IDLE)
-
-
-def create(store: SQLiteStore, n: int, *, user: str | None = None, ttl: float = IDLE, **data: bytes) -> Meta:
-    m = meta(user=user)
-    assert store.write(Write("create", digest(n), m, ttl, set=data or {"a": b"1"}))
+def create(store: SQLiteStore, n: int, *, user: str | None = None, **data: bytes) -> Meta:
+    m = meta(store._clock(), user)
+    store.execute(Create(digest(n), m, data or {"a": b"1"}, LIFE))
     return m
+
+
+def load(store: SQLiteStore, n: int) -> Record | None:
+    return store.execute(Load(digest(n), LIFE))
+
+
+def listed(store: SQLiteStore, user: str) -> list[str]:
+    return [k for k, _ in store.execute(SessionsOf(user, LIFE))]
 
 
 def raw_count(path: Path, table: str = "sessions") -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-
-class TestSQLiteStore(StoreContract, LockContract):
-    @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[Store]:
-        s = SQLiteStore(tmp_path / "sessions.db")
-        yield s
-        s.close()
-
-
-class TestSQLiteStoreAsyncFace(StoreContract, LockContract):
-    @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[Store]:
-        s = SyncFromAsync(AsyncFromSync(SQLiteStore(tmp_path / "sessions.db"), offload=True))
-        yield s
-        s.close()
 
 
 @pytest.fixture
@@ -62,8 +61,13 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(db)
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def store(db: Path, clock: FakeClock) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(db, clock=clock)
     yield s
     s.close()
 
@@ -120,7 +124,7 @@ def test_memory_path_is_refused() -> None:
 def test_a_new_file_gets_the_schema_wal_and_its_version(store: SQLiteStore, db: Path) -> None:
     create(store, 1)
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"sessions", "session_values", "sessions_user_id", "sessions_expires_at"} <= names
@@ -144,7 +148,7 @@ def test_a_file_from_a_newer_version_is_refused_and_left_untouched(db: Path) -> 
     s = SQLiteStore(db)
     for _ in range(2):  # refused on every use, not just the first
         with pytest.raises(ConfigError, match=r"created by a newer session_mw \(schema version 99"):
-            s.load(digest(1), touch())
+            load(s, 1)
     with pytest.raises(ConfigError, match="newer"):
         create(s, 1)
     s.close()
@@ -172,7 +176,7 @@ def test_a_versioned_file_without_our_tables_is_refused(db: Path) -> None:
     conn.close()
     s = SQLiteStore(db)
     with pytest.raises(ConfigError, match="not the session_mw tables"):
-        s.user_sessions("alice")
+        listed(s, "alice")
     s.close()
 
 
@@ -191,18 +195,18 @@ def test_data_survives_reopening_the_file(db: Path) -> None:
     create(first, 1, user="alice", cart=b"[1,2]", theme=b'"dark"')
     first.close()
     second = SQLiteStore(db)
-    record = second.load(digest(1), touch())
+    record = load(second, 1)
     assert record is not None and record.data == {"cart": b"[1,2]", "theme": b'"dark"'}
-    assert [k for k, _ in second.user_sessions("alice")] == [digest(1)]
+    assert listed(second, "alice") == [digest(1)]
     second.close()
 
 
 def test_two_store_objects_on_one_file_see_each_other(db: Path) -> None:
     a, b = SQLiteStore(db), SQLiteStore(db)
     create(a, 1, user="alice")
-    assert b.load(digest(1), touch()) is not None
-    b.delete(digest(1))
-    assert a.load(digest(1), touch()) is None
+    assert load(b, 1) is not None
+    b.execute(Delete(digest(1)))
+    assert load(a, 1) is None
     a.close()
     b.close()
 
@@ -226,7 +230,7 @@ def test_a_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "gone" / "s.db")
     os.rmdir(tmp_path / "gone")  # the directory vanished after start-up (unmounted volume)
     with pytest.raises(StoreUnavailable, match=r"is unavailable: unable to open database file") as info:
-        s.load(digest(7), touch())
+        load(s, 7)
     assert digest(7) not in str(info.value)
     s.close()
 
@@ -238,35 +242,37 @@ def test_a_locked_database_is_unavailable_and_names_no_digest(db: Path) -> None:
     blocker.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(StoreUnavailable, match="database is locked") as info:
-            s.write(Write("update", digest(1), meta(), IDLE, set={"a": b"2"}))
+            s.execute(Update(digest(1), LIFE, {"a": b"2"}))
         assert digest(1) not in str(info.value)
         # reads go on while another process writes (WAL)
-        record = s.load(digest(1), touch())
+        record = load(s, 1)
         assert record is not None and record.data == {"a": b"1"}
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert s.write(Write("update", digest(1), meta(), IDLE, set={"a": b"2"}))
+    assert s.execute(Update(digest(1), LIFE, {"a": b"2"}))
     s.close()
 
 
-def test_a_due_touch_waits_for_a_concurrent_writer(db: Path) -> None:
+def test_a_due_touch_waits_for_a_concurrent_writer(db: Path, clock: FakeClock) -> None:
     """The read never waits (WAL); the touch that follows waits for the writer's lock, then applies."""
-    s = SQLiteStore(db)
+    s = SQLiteStore(db, clock=clock)
     m = create(s, 1)
+    clock.advance(90)
     blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
     release = threading.Timer(0.3, lambda: blocker.execute("COMMIT"))
     release.start()
     try:
-        record = s.load(digest(1), touch(m.last_seen + 90))
+        record = load(s, 1)
     finally:
         release.join()
         blocker.close()
     assert time.monotonic() - started >= 0.25  # it waited for the lock instead of failing
-    assert record is not None and record.meta.last_seen == m.last_seen
-    record = s.load(digest(1), touch(m.last_seen + 95))
+    assert record is not None and record.meta.last_seen == m.last_seen + 90
+    clock.advance(5)
+    record = load(s, 1)
     assert record is not None and record.meta.last_seen == m.last_seen + 90
     s.close()
 
@@ -274,29 +280,22 @@ def test_a_due_touch_waits_for_a_concurrent_writer(db: Path) -> None:
 def test_a_closed_store_refuses_work(store: SQLiteStore) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
-        store.load(digest(1), touch())
+        load(store, 1)
 
 
-def test_an_unknown_write_mode_is_a_bug(store: SQLiteStore) -> None:
-    with pytest.raises(ValueError, match="unknown write mode"):
-        store.write(Write("upsert", digest(1), meta(), IDLE))
+def test_an_unknown_operation_is_a_bug(store: SQLiteStore) -> None:
+    with pytest.raises(NotImplementedError, match="does not support"):
+        store.execute(object())  # type: ignore[arg-type]
 
 
 # -- semantics beyond the contract ----------------------------------------------------------
 
 
-def test_update_of_an_expired_row_returns_false_and_does_not_revive_it(store: SQLiteStore) -> None:
-    create(store, 1, ttl=0.05)
-    time.sleep(0.1)
-    assert store.write(Write("update", digest(1), meta(), IDLE, set={"a": b"2"})) is False
-    assert store.load(digest(1), touch()) is None
-
-
-def test_create_over_an_expired_row_replaces_it_entirely(store: SQLiteStore) -> None:
-    create(store, 1, ttl=0.05, old=b"1")
-    time.sleep(0.1)
+def test_create_over_an_expired_row_replaces_it_entirely(store: SQLiteStore, clock: FakeClock) -> None:
+    create(store, 1, old=b"1")
+    clock.advance(IDLE + 1)
     create(store, 1, new=b"2")
-    record = store.load(digest(1), touch())
+    record = load(store, 1)
     assert record is not None and record.data == {"new": b"2"}
 
 
@@ -304,25 +303,24 @@ def test_deleting_a_session_deletes_its_values(store: SQLiteStore, db: Path) -> 
     create(store, 1, a=b"1", b=b"2")
     create(store, 2, c=b"3")
     assert raw_count(db, "session_values") == 3
-    store.delete(digest(1))
+    store.execute(Delete(digest(1)))
     assert raw_count(db, "session_values") == 1
 
 
 def test_rotation_leaves_no_values_behind(store: SQLiteStore, db: Path) -> None:
     create(store, 1, a=b"1", b=b"2")
-    op = Write("rotate", digest(2), meta(), IDLE, set={"a": b"1", "b": b"2"}, old_key=digest(1))
-    assert store.write(op)
+    op = Rotate(digest(1), digest(2), meta(START), {"a": b"1", "b": b"2"}, LIFE)
+    assert store.execute(op)
     assert raw_count(db) == 1 and raw_count(db, "session_values") == 2
 
 
-def test_expires_at_follows_the_wall_clock_not_touch_now(store: SQLiteStore, db: Path) -> None:
-    m = meta(now=1_000.0, absolute_deadline=10**10)  # the engine's clock is fake
-    store.write(Write("create", digest(1), m, IDLE, set={"a": b"1"}))
-    store.load(digest(1), touch(1_100.0))  # touch due by the fake clock
+def test_expires_at_follows_the_stores_clock(store: SQLiteStore, db: Path, clock: FakeClock) -> None:
+    create(store, 1)
+    clock.advance(100)
+    load(store, 1)  # a due touch
     with sqlite3.connect(db) as conn:
-        last_seen, expires_at = conn.execute("SELECT last_seen, expires_at FROM sessions").fetchone()
-    assert last_seen == 1_100.0
-    assert time.time() + IDLE - 5 < expires_at <= time.time() + IDLE
+        last_seen, expires_at, fmt = conn.execute("SELECT last_seen, expires_at, format FROM sessions").fetchone()
+    assert last_seen == START + 100 and expires_at == START + 100 + IDLE and fmt == 2
 
 
 # -- gc -------------------------------------------------------------------------------------
@@ -330,10 +328,10 @@ def test_expires_at_follows_the_wall_clock_not_touch_now(store: SQLiteStore, db:
 
 def _insert_expired(db: Path, count: int, start: int = 1_000) -> None:
     """Expired rows written straight into the file (the store would take a transaction each)."""
-    past = time.time() - 10
+    past = START - 10
     with sqlite3.connect(db) as conn:
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
             [(digest(n), "old", past, past, past, past, "", 0) for n in range(start, start + count)],
         )
         conn.executemany(
@@ -347,21 +345,21 @@ def test_gc_removes_only_expired_rows_in_batches(store: SQLiteStore, db: Path) -
     create(store, 2)
     _insert_expired(db, 1_200)
     assert store.stats()["expired"] == 1_200
-    assert [k for k, _ in store.user_sessions("old")] == [digest(1)]  # expired rows are invisible
+    assert listed(store, "old") == [digest(1)]  # expired rows are invisible
     assert list(store.gc_batches(500)) == [500, 500, 200]
     assert raw_count(db) == 2 and raw_count(db, "session_values") == 2
-    assert store.gc(time.time()) == 0
-    assert store.load(digest(1), touch()) is not None and store.load(digest(2), touch()) is not None
+    assert store.execute(Collect()) == 0
+    assert load(store, 1) is not None and load(store, 2) is not None
 
 
 def test_gc_counts_what_it_removed(store: SQLiteStore, db: Path) -> None:
     create(store, 1)
     _insert_expired(db, 30)
-    assert store.gc(0.0) == 30  # `now` is ignored: expiry is on the wall clock
+    assert store.execute(Collect()) == 30
 
 
-def test_amortised_gc_runs_every_n_writes(db: Path) -> None:
-    s = SQLiteStore(db, gc_every=10, gc_interval=3600, gc_batch=25)
+def test_amortised_gc_runs_every_n_writes(db: Path, clock: FakeClock) -> None:
+    s = SQLiteStore(db, gc_every=10, gc_interval=3600, gc_batch=25, clock=clock)
     create(s, 1)
     _insert_expired(db, 40)
     for _ in range(8):
@@ -375,8 +373,8 @@ def test_amortised_gc_runs_every_n_writes(db: Path) -> None:
     s.close()
 
 
-def test_amortised_gc_runs_after_the_interval(db: Path) -> None:
-    s = SQLiteStore(db, gc_every=10**6, gc_interval=0.2)
+def test_amortised_gc_runs_after_the_interval(db: Path, clock: FakeClock) -> None:
+    s = SQLiteStore(db, gc_every=10**6, gc_interval=0.2, clock=clock)
     create(s, 1)
     _insert_expired(db, 5)
     create(s, 2)
@@ -407,15 +405,15 @@ def test_prefix_lookup_and_iteration(store: SQLiteStore) -> None:
     assert [d for d, _ in store.iter_sessions(batch=2)] == [digest(0xAB0001), digest(0xAB0002), digest(0xCD0001)]
 
 
-def test_many_threads_share_a_bounded_pool(db: Path) -> None:
-    s = SQLiteStore(db, max_idle_connections=2)
+def test_many_threads_share_a_bounded_pool(db: Path, clock: FakeClock) -> None:
+    s = SQLiteStore(db, max_idle_connections=2, clock=clock)
     create(s, 1)
     errors: list[BaseException] = []
 
     def reader() -> None:
         try:
             for _ in range(20):
-                assert s.load(digest(1), touch()) is not None
+                assert load(s, 1) is not None
         except BaseException as exc:
             errors.append(exc)
 
@@ -429,32 +427,114 @@ def test_many_threads_share_a_bounded_pool(db: Path) -> None:
     s.close()
 
 
-def test_reads_do_not_wait_for_a_writer_and_contended_touches_fall_back(tmp_path: Path) -> None:
-    import asyncio
-    import sqlite3
-    import threading
-
-    from session_mw.stores.base import Touch, Write
-    from session_mw.stores.sqlite import WouldBlock
-
-    store = SQLiteStore(str(tmp_path / "s.db"))
-    m = meta()
-    store.write(Write("create", "a" * 64, m, 600, set={"x": b"1"}))
-    writer = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None, check_same_thread=False)
+def test_reads_do_not_wait_for_a_writer_and_contended_touches_fall_back(db: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(db, clock=clock)
+    m = create(store, 1, x=b"1")
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
-        not_due = Touch(m.last_seen + 1, 60, 600)
-        record = store.load_without_waiting("a" * 64, not_due)  # WAL: a reader never waits
+        clock.advance(1)
+        record = store.execute(Load(digest(1), LIFE, wait=False))  # WAL: a reader never waits
         assert record is not None and record.data == {"x": b"1"}
-        due = Touch(m.last_seen + 120, 60, 600)
+        clock.advance(119)
         with pytest.raises(WouldBlock):
-            store.load_without_waiting("a" * 64, due)  # the touch needs the write lock
+            store.execute(Load(digest(1), LIFE, wait=False))  # the touch needs the write lock
         threading.Timer(0.3, writer.execute, ("COMMIT",)).start()
         face = AsyncFromSync(store, offload=True)
-        record = asyncio.run(face.load("a" * 64, due))  # so the async face waits in a worker thread
+        record = asyncio.run(face.execute(Load(digest(1), LIFE)))  # so the async face waits in a worker thread
         assert record is not None and record.data == {"x": b"1"}
-        again = store.load("a" * 64, Touch(m.last_seen + 121, 60, 600))
+        clock.advance(1)
+        again = load(store, 1)
         assert again is not None and again.meta.last_seen == m.last_seen + 120  # the touch was applied
     finally:
         writer.close()
         store.close()
+
+
+# -- undecodable rows: treated as absent everywhere, dropped, never an error ------------------
+
+
+def _corrupt(db: Path, statement: str, *params: object) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(statement, params)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [
+        ("UPDATE sessions SET created_at = 'soon'", ()),
+        ("UPDATE sessions SET absolute_deadline = ?", (float("inf"),)),
+        ("UPDATE sessions SET last_seen = 'nan'", ()),
+        ("UPDATE sessions SET remember = 7", ()),
+        ("UPDATE sessions SET user_agent = x'ff'", ()),
+        ("UPDATE sessions SET user_agent = CAST(x'ff' AS TEXT)", ()),
+        ("UPDATE sessions SET format = 'two'", ()),
+        ("UPDATE session_values SET value = 'text, not bytes'", ()),
+        ("UPDATE session_values SET name = CAST(x'ff' AS TEXT)", ()),
+    ],
+)
+def test_an_undecodable_row_is_absent_and_dropped(
+    store: SQLiteStore, db: Path, statement: str, params: tuple[object, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    create(store, 1, user="alice")
+    create(store, 2, user="alice")
+    _corrupt(db, statement + " WHERE digest = ?", *params, digest(1))
+    with caplog.at_level("WARNING", logger="session_mw.security"):
+        assert load(store, 1) is None
+    assert "undecodable session record dropped" in caplog.text and digest(1) not in caplog.text
+    assert listed(store, "alice") == [digest(2)]
+    assert raw_count(db) == 1  # dropped, not just skipped
+    assert not store.execute(Update(digest(1), LIFE, {"a": b"2"}))
+    assert not store.execute(Rotate(digest(1), digest(3), meta(START, "alice"), {}, LIFE, "alice"))
+
+
+def test_an_undecodable_row_is_dropped_by_the_listing_too(store: SQLiteStore, db: Path) -> None:
+    create(store, 1, user="alice")
+    _corrupt(db, "UPDATE sessions SET created_at = 'soon' WHERE digest = ?", digest(1))
+    assert listed(store, "alice") == []
+    assert raw_count(db) == 0
+
+
+def test_a_row_of_a_newer_record_format_is_not_read(store: SQLiteStore, db: Path) -> None:
+    create(store, 1)
+    _corrupt(db, "UPDATE sessions SET format = 3 WHERE digest = ?", digest(1))
+    assert load(store, 1) is None
+
+
+def test_a_first_release_file_is_migrated_in_place(db: Path, clock: FakeClock) -> None:
+    """Schema 1 (the first release) gains the record format and the public id; its rows stay readable."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in __import__("session_mw.stores.sqlite", fromlist=["_MIGRATIONS"])._MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, 'alice', ?, ?, ?, ?, 'UA', 0)", (digest(1), START, START, START + 3600, START + 600)
+        )
+        conn.execute("INSERT INTO session_values VALUES (?, 'cart', ?)", (digest(1), b'["apple"]'))
+    conn.close()
+    s = SQLiteStore(db, clock=clock)
+    record = load(s, 1)
+    assert record is not None and record.data == {"cart": b'["apple"]'} and record.meta.user_id == "alice"
+    s.close()
+
+
+def test_the_start_up_check_refuses_a_foreign_file(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+    with pytest.raises(ConfigError, match="not a session_mw store"):
+        SQLiteStore(db).execute(Check())
+
+
+def test_the_start_up_check_refuses_an_unwritable_place(tmp_path: Path) -> None:
+    if os.geteuid() == 0:  # root writes anywhere: make the file a directory's name instead
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro" / "s.db").mkdir()
+        with pytest.raises(ConfigError):
+            SQLiteStore(tmp_path / "ro" / "s.db").execute(Check())
+        return
+    (tmp_path / "ro").mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match="cannot be used"):
+        SQLiteStore(tmp_path / "ro" / "s.db").execute(Check())

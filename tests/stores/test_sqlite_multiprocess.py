@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from session_mw.stores.base import Touch, Write
+from session_mw.stores.base import Create, Lifetime, Load, SessionsOf
 from session_mw.stores.sqlite import SQLiteStore
 from session_mw.testing import meta
 
 ROOT = Path(__file__).resolve().parents[2]
-IDLE = 600.0
+LIFE = Lifetime(600.0, 3600.0, 60.0)
 WORKERS = 4
 UPDATES = 50
 CREATES = 25
@@ -28,7 +28,7 @@ CREATES = 25
 WORKER = textwrap.dedent(
     """
     import json, os, sys, time
-    from session_mw.stores.base import Touch, Write
+    from session_mw.stores.base import Create, Lifetime, Load, Update
     from session_mw.stores.sqlite import SQLiteStore
     from session_mw.testing import meta
 
@@ -41,15 +41,15 @@ WORKER = textwrap.dedent(
             sys.exit("no go signal")
         time.sleep(0.005)
     failed_updates = 0
+    life, always = Lifetime(600.0, 3600.0, 60.0), Lifetime(600.0, 3600.0, 0.0)
     for i in range(max(updates, creates)):
         if i < updates:
-            m = meta(user="shared")
-            if not store.write(Write("update", shared, m, 600.0, set={f"w{n}": str(i).encode()})):
+            if not store.execute(Update(shared, life, {f"w{n}": str(i).encode()})):
                 failed_updates += 1
         if i < creates:
             own = f"{n + 1:08x}{i:056x}"
-            store.write(Write("create", own, meta(user=f"user{n}"), 600.0, set={"n": str(i).encode()}))
-        if store.load(shared, Touch(time.time(), 0.0, 600.0)) is None:
+            store.execute(Create(own, meta(time.time(), user=f"user{n}"), {"n": str(i).encode()}, life))
+        if store.execute(Load(shared, always)) is None:
             failed_updates += 1
     store.close()
     print(json.dumps({"failed": failed_updates}))
@@ -62,7 +62,7 @@ def test_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
     go = tmp_path / "go"
     shared = "0" * 64
     store = SQLiteStore(db)
-    assert store.write(Write("create", shared, meta(user="shared"), IDLE, set={"start": b"1"}))
+    store.execute(Create(shared, meta(time.time(), user="shared"), {"start": b"1"}, LIFE))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
@@ -84,14 +84,14 @@ def test_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
         results.append(json.loads(out))
     assert results == [{"failed": 0}] * WORKERS
 
-    record = store.load(shared, Touch(time.time(), 60.0, IDLE))
+    record = store.execute(Load(shared, LIFE))
     assert record is not None
     assert record.data == {"start": b"1", **{f"w{n}": str(UPDATES - 1).encode() for n in range(WORKERS)}}
     for n in range(WORKERS):
-        owned = sorted(d for d, _ in store.user_sessions(f"user{n}"))
+        owned = sorted(d for d, _ in store.execute(SessionsOf(f"user{n}", LIFE)))
         assert owned == sorted(f"{n + 1:08x}{i:056x}" for i in range(CREATES))
         for i in range(CREATES):
-            got = store.load(f"{n + 1:08x}{i:056x}", Touch(time.time(), 60.0, IDLE))
+            got = store.execute(Load(f"{n + 1:08x}{i:056x}", LIFE))
             assert got is not None and got.data == {"n": str(i).encode()}
     assert store.stats()["sessions"] == 1 + WORKERS * CREATES
     store.close()
@@ -100,23 +100,24 @@ def test_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None:
 FORKER = textwrap.dedent(
     """
     import os, sys, time
-    from session_mw.stores.base import Touch, Write
+    from session_mw.stores.base import Create, Lifetime, Load, Update
     from session_mw.stores.sqlite import SQLiteStore
     from session_mw.testing import meta
 
+    life = Lifetime(600.0, 3600.0, 60.0)
     store = SQLiteStore(sys.argv[1])
-    store.write(Write("create", "a" * 64, meta(), 600.0, set={"who": b"parent"}))  # pools a connection
+    store.execute(Create("a" * 64, meta(time.time()), {"who": b"parent"}, life))  # pools a connection
     children = []
     for n in range(3):
         pid = os.fork()
         if pid == 0:  # like gunicorn --preload: the store was opened before the fork
-            ok = store.write(Write("update", "a" * 64, meta(), 600.0, set={f"child{n}": b"1"}))
-            ok = ok and store.load("a" * 64, Touch(time.time(), 60.0, 600.0)) is not None
+            ok = store.execute(Update("a" * 64, life, {f"child{n}": b"1"}))
+            ok = ok and store.execute(Load("a" * 64, life)) is not None
             store.close()
             os._exit(0 if ok else 1)
         children.append(pid)
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
-    record = store.load("a" * 64, Touch(time.time(), 60.0, 600.0))
+    record = store.execute(Load("a" * 64, life))
     store.close()
     print(codes, sorted(record.data))
     """
