@@ -48,11 +48,11 @@ if not __package__:  # run as a script: make `examples` and the checkout's `sess
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from examples import shop_common as shop
 from examples.shop_common import NOT_LOGGED_IN, ApiError
-from session_mw import Session, SessionConfig, SessionMiddleware, StoreUnavailable, session_manager
+from session_mw import Session, SessionConfig, SessionMiddleware, session_manager
 from session_mw.stores.base import AsyncStore
 
 
@@ -96,17 +96,9 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
         assert isinstance(exc, ApiError)
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    async def store_unavailable(request: Request, exc: Exception) -> Response:
-        # The middleware answers 503 itself when loading or saving fails; this covers the
-        # store calls a handler makes (listing or revoking sessions).
-        return PlainTextResponse(
-            "Session store unavailable; please retry shortly.\n",
-            status_code=503,
-            headers={"Retry-After": str(config.retry_after), "Cache-Control": "no-store"},
-        )
-
+    # A StoreUnavailable raised by a handler's store call (listing, revoking) is answered by
+    # the middleware with the same 503 it sends when a load or a save fails.
     app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(StoreUnavailable, store_unavailable)
 
     @app.get("/")
     async def home(request: Request) -> Response:
@@ -151,6 +143,15 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
             return JSONResponse(NOT_LOGGED_IN, status_code=401)
         infos = await session_manager(request).list()
         return JSONResponse({"sessions": [info.as_dict() for info in infos]})
+
+    @app.post("/api/sessions/revoke")
+    async def revoke(request: Request) -> Response:
+        if _session(request).user_id is None:
+            return JSONResponse(NOT_LOGGED_IN, status_code=401)
+        session_id = shop.session_id_of(await _json_object(request))
+        if not await session_manager(request).revoke(session_id):  # only this user's own sessions
+            return JSONResponse(shop.NO_SUCH_SESSION, status_code=404)
+        return JSONResponse({"revoked": 1})
 
     @app.post("/api/logout-everywhere")
     async def logout_everywhere(request: Request) -> Response:

@@ -150,6 +150,14 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
             return _not_logged_in()
         return jsonify(sessions=[info.as_dict() for info in session_manager().list()])
 
+    @app.post("/api/sessions/revoke")
+    def revoke() -> Response | tuple[Response, int]:
+        if current_session().user_id is None:
+            return _not_logged_in()
+        if not session_manager().revoke(shop.session_id_of(_json_object())):  # only this user's own sessions
+            return jsonify(shop.NO_SUCH_SESSION), 404
+        return jsonify(revoked=1)
+
     @app.post("/api/logout-everywhere")
     def logout_everywhere() -> Response | tuple[Response, int]:
         if current_session().user_id is None:

@@ -309,6 +309,7 @@ def shop_page(
 # -- what the routes decide ------------------------------------------------------------
 
 NOT_LOGGED_IN = {"error": "not logged in"}
+NO_SUCH_SESSION = {"error": "no such session"}
 LOGIN_FAILED = "Wrong username or password."
 
 
@@ -331,6 +332,14 @@ def check_body_size(size: int) -> None:
     """Called with the length announced or read so far: past ``MAX_JSON_BODY``, a 413."""
     if size > MAX_JSON_BODY:
         raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+
+
+def session_id_of(data: dict[str, Any]) -> str:
+    """The ``id`` of a revoke request (one from ``/api/sessions``), or a 404 ``ApiError``."""
+    session_id = data.get("id")
+    if not isinstance(session_id, str) or not 0 < len(session_id) <= 64:
+        raise ApiError(404, NO_SUCH_SESSION["error"])
+    return session_id
 
 
 def json_object(body: bytes) -> dict[str, Any]:

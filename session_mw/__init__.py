@@ -2,6 +2,7 @@
 
 from .asgi import SessionMiddleware, session_manager, session_of
 from .config import SessionConfig
+from .drivers import AsyncSessionManager, SessionManager
 from .engine import Engine
 from .errors import (
     ConfigError,
@@ -14,7 +15,6 @@ from .errors import (
     ValueNotDecodable,
     ValueNotStorable,
 )
-from .drivers import AsyncSessionManager, SessionManager
 from .manage import SessionInfo
 from .session import Session
 

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .config import ENV_PREFIX, SessionConfig
+from .drivers import SessionManager, SyncDriver
 from .errors import ConfigError, StoreError, StoreUnavailable
-from .manage import SessionInfo, SessionManager
+from .manage import Sessions
 from .stores import Store, open_store
-from .stores.base import Touch
+from .stores.base import UNBOUNDED, Close, Delete, Meta, SessionsOf
 
 if TYPE_CHECKING:
     from .stores.redis import RedisStore
@@ -116,10 +115,8 @@ class RedisOps:
 
         try:
             return fn()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis cannot be reached: {type(exc).__name__}") from None
-        except redis_errors.RedisError as exc:
-            raise StoreError(f"Redis refused a command: {type(exc).__name__}") from None
+        except (redis_errors.RedisError, OSError) as exc:
+            raise self.store.unavailable(exc) from None
 
     def _count(self, pattern: str) -> int:
         return sum(1 for _ in self.store.client.scan_iter(match=pattern, count=1000))
@@ -184,7 +181,7 @@ def _open(config: SessionConfig) -> Ops:
 
     if isinstance(store, SQLiteStore):
         return SQLiteOps(store)
-    store.close()
+    store.execute(Close())
     raise ConfigError(f"the CLI does not support {scheme}:// stores")
 
 
@@ -203,9 +200,9 @@ def _config(args: argparse.Namespace, environ: dict[str, str]) -> SessionConfig:
 
 
 def _manager(ops: Ops) -> SessionManager:
-    # idle_timeout=inf: the store's own expiry already reflects the app's idle timeout, which
-    # this process may not know; the absolute deadline (stored in each session) still applies
-    return SessionManager(ops.store, lambda: Touch(time.time(), 0.0, math.inf))
+    # unbounded: the store's own expiry already reflects the app's idle timeout, which this
+    # process may not know; the absolute deadline (stored in each session) still applies
+    return SessionManager(SyncDriver(ops.store), Sessions(UNBOUNDED))
 
 
 def cmd_stats(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -217,19 +214,21 @@ def cmd_stats(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     return EXIT_OK
 
 
-def _row(info: SessionInfo) -> dict[str, Any]:
+def _row(key: str, meta: Meta) -> dict[str, Any]:
     return {
-        "digest_prefix": info.digest[:16],
-        "user_id": info.user_id,
-        "created_at": _iso(info.created_at),
-        "last_seen": _iso(info.last_seen),
-        "user_agent": info.user_agent,
-        "remember": info.remember,
+        "digest_prefix": key[:16],
+        "user_id": meta.user_id,
+        "created_at": _iso(datetime.fromtimestamp(meta.created_at, tz=timezone.utc)),
+        "last_seen": _iso(datetime.fromtimestamp(meta.last_seen, tz=timezone.utc)),
+        "user_agent": meta.user_agent,
+        "remember": meta.remember,
     }
 
 
 def cmd_list(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    rows = [_row(info) for info in _manager(ops).list(args.user)]
+    found = ops.store.execute(SessionsOf(args.user, UNBOUNDED))
+    found.sort(key=lambda row: row[1].last_seen, reverse=True)
+    rows = [_row(key, meta) for key, meta in found]
     if args.json:
         print(json.dumps(rows), file=out)
         return EXIT_OK
@@ -258,7 +257,7 @@ def cmd_revoke(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         return EXIT_NO_MATCH
     if len(found) > 1:
         raise ConfigError(f"the prefix {prefix} matches more than one session; give more characters")
-    manager.revoke(found[0])
+    ops.store.execute(Delete(found[0]))
     print(f"revoked session {found[0][:16]}", file=out)
     return EXIT_OK
 
@@ -338,7 +337,7 @@ def main(
             code: int = args.run(ops, args, out, err)
             return code
         finally:
-            ops.store.close()
+            ops.store.execute(Close())
     except ConfigError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=err)
         return EXIT_USAGE

@@ -1,7 +1,9 @@
-"""``python -m session_mw``, run as a real process against a SQLite file and a real Redis."""
+"""``python -m session_mw`` against a SQLite file and a real Redis: in-process (``main``), plus one real process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from session_mw.stores.base import Store, Write
+from session_mw.cli import main
+from session_mw.stores.base import Close, Create, Lifetime, SessionsOf, Store
 from session_mw.stores.redis import RedisStore
 from session_mw.stores.sqlite import SQLiteStore
 from session_mw.testing import meta
@@ -24,7 +27,7 @@ from session_mw.tokens import Digester, new_token
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-IDLE = 600.0
+LIFE = Lifetime(600.0, 3600.0, 60.0)
 
 
 @dataclass
@@ -35,6 +38,27 @@ class Result:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+    """The CLI's ``main`` in this process, with its own environment, streams and working directory."""
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("SESSION_MW_")}
+    environ.update(env or {})
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):  # argparse writes there
+            try:
+                code = main(list(args), environ=environ, out=out, err=err)
+            except SystemExit as exit:
+                code = int(exit.code or 0)
+    finally:
+        os.chdir(here)
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+    """The CLI as a real ``python -m session_mw`` process."""
     environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("SESSION_MW_")}
     environ["PYTHONPATH"] = str(ROOT)
     environ.update(env or {})
@@ -71,7 +95,7 @@ def populate(store: Store) -> Population:
 
     def add(user: str | None, agent: str) -> str:
         key = digest(new_token(32))
-        assert store.write(Write("create", key, meta(user=user, user_agent=agent), IDLE, set={"cart": b"[1]"}))
+        store.execute(Create(key, meta(time.time(), user=user, user_agent=agent), {"cart": b"[1]"}, LIFE))
         return key
 
     return Population(
@@ -96,7 +120,7 @@ def sqlite_db(tmp_path: Path) -> Iterator[tuple[str, SQLiteStore, Population]]:
     store = SQLiteStore(path)
     people = populate(store)
     yield f"sqlite:///{path}", store, people
-    store.close()
+    store.execute(Close())
 
 
 def test_sqlite_stats(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
@@ -150,8 +174,8 @@ def test_sqlite_revoke_user(sqlite_db: tuple[str, SQLiteStore, Population]) -> N
     url, store, people = sqlite_db
     result = cli("revoke", "--user", "alice", "--store-url", url)
     assert result.code == 0 and "revoked 2 sessions" in result.out
-    assert store.user_sessions("alice") == []
-    assert [k for k, _ in store.user_sessions("bob")] == [people.bob]
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+    assert [k for k, _ in store.execute(SessionsOf("bob", LIFE))] == [people.bob]
     assert store.stats()["sessions"] == 2
 
 
@@ -160,7 +184,7 @@ def test_sqlite_revoke_by_digest_prefix(sqlite_db: tuple[str, SQLiteStore, Popul
     prefix = unique_prefix(people.bob, [*people.alice, people.anonymous])
     result = cli("revoke", "--session-digest", prefix.upper(), "--store-url", url)
     assert result.code == 0 and people.bob[:16] in result.out, result
-    assert store.user_sessions("bob") == []
+    assert store.execute(SessionsOf("bob", LIFE)) == []
     assert store.stats()["sessions"] == 3
 
     full = cli("revoke", "--session-digest", people.anonymous, "--store-url", url)
@@ -173,7 +197,7 @@ def test_sqlite_revoke_by_digest_prefix(sqlite_db: tuple[str, SQLiteStore, Popul
 def test_sqlite_revoke_refuses_short_malformed_or_ambiguous_digests(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     for n in (1, 2):
-        store.write(Write("create", f"{n:064x}", meta(), IDLE, set={"a": b"1"}))
+        store.execute(Create(f"{n:064x}", meta(time.time()), {"a": b"1"}, LIFE))
     url = f"sqlite:///{tmp_path / 's.db'}"
     for bad in ("abc", "0" * 11, "z" * 64, "0" * 65):
         refused = cli("revoke", "--session-digest", bad, "--store-url", url)
@@ -181,7 +205,7 @@ def test_sqlite_revoke_refuses_short_malformed_or_ambiguous_digests(tmp_path: Pa
     ambiguous = cli("revoke", "--session-digest", "0" * 12, "--store-url", url)
     assert "more than one session" in one_line_error(ambiguous, 2)
     assert store.stats()["sessions"] == 2
-    store.close()
+    store.execute(Close())
 
 
 def test_revoke_needs_exactly_one_target(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
@@ -195,7 +219,7 @@ def test_sqlite_gc_reports_progress(sqlite_db: tuple[str, SQLiteStore, Populatio
     past = time.time() - 10
     with sqlite3.connect(store.path) as conn:
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
             [(f"{n:064x}", "ghost", past, past, past, past, "", 0) for n in range(1_200)],
         )
     conn.close()
@@ -242,6 +266,12 @@ def test_a_bad_setting_in_the_environment_exits_2(sqlite_db: tuple[str, SQLiteSt
     assert "SESSION_MW_IDLE_TIMEOUT" in line
 
 
+def test_python_dash_m_runs_the_cli_as_a_process(tmp_path: Path) -> None:
+    result = cli_process("stats", "--store-url", f"sqlite:///{tmp_path / 's.db'}")
+    assert result.code == 0 and "live sessions: 0" in result.out, result
+    assert cli_process("explode").code == 2
+
+
 def test_usage_errors_exit_2() -> None:
     assert cli().code == 2
     assert cli("explode").code == 2
@@ -258,7 +288,7 @@ def redis_pop(redis_url: str, key_prefix: str) -> Iterator[tuple[list[str], Redi
     store = RedisStore(redis.Redis.from_url(redis_url), key_prefix)
     people = populate(store)
     yield ["--store-url", redis_url, "--key-prefix", key_prefix], store, people
-    store.close()
+    store.execute(Close())
 
 
 def test_redis_stats(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
@@ -279,8 +309,8 @@ def test_redis_stats_escape_glob_characters_in_the_prefix(redis_url: str, key_pr
     populate(sibling)
     data = json.loads(cli("stats", "--json", "--store-url", redis_url, "--key-prefix", prefix).out)
     assert (data["sessions"], data["users"]) == (4, 2)
-    store.close()
-    sibling.close()
+    store.execute(Close())
+    sibling.execute(Close())
 
 
 def test_redis_prefix_from_the_environment(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
@@ -303,12 +333,12 @@ def test_redis_revoke_user_and_digest(redis_pop: tuple[list[str], RedisStore, Po
     opts, store, people = redis_pop
     result = cli("revoke", "--user", "alice", *opts)
     assert result.code == 0 and "revoked 2 sessions" in result.out
-    assert store.user_sessions("alice") == []
+    assert store.execute(SessionsOf("alice", LIFE)) == []
 
     prefix = unique_prefix(people.bob, [*people.alice, people.anonymous])
     result = cli("revoke", "--session-digest", prefix, *opts)
     assert result.code == 0 and people.bob[:16] in result.out, result
-    assert store.user_sessions("bob") == []  # the per-user index went with it
+    assert store.execute(SessionsOf("bob", LIFE)) == []  # the per-user index went with it
 
     assert cli("revoke", "--session-digest", people.anonymous, *opts).code == 0
     assert json.loads(cli("stats", "--json", *opts).out)["sessions"] == 0
@@ -325,4 +355,4 @@ def test_redis_gc_has_nothing_to_do(redis_pop: tuple[list[str], RedisStore, Popu
 def test_unreachable_redis_exits_3(command: list[str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     line = one_line_error(cli(*command, "--store-url", url), 3)
-    assert "store unavailable" in line and "Redis cannot be reached" in line
+    assert "store unavailable" in line and f"Redis at 127.0.0.1:{url.split(':')[2].split('/')[0]}" in line

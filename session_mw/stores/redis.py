@@ -286,7 +286,7 @@ class RedisPlans:
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}u:{user_id}"
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """Every backend failure, with where and what the server said (its messages carry no keys or values)."""
         said = " ".join(str(exc).split()) or type(exc).__name__
         return StoreUnavailable(f"Redis at {_where(self.client)}: {type(exc).__name__}: {said}"[:300])
@@ -299,14 +299,14 @@ class RedisPlans:
         try:
             return cast(R, (yield from planner(self, op)))
         except (redis_errors.RedisError, OSError) as exc:
-            raise self._unavailable(exc) from None
+            raise self.unavailable(exc) from None
 
     def _cleanup(self, commands: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         """Best effort (stale index entries, bad records): a failure here leaves work for the next read."""
         try:
             yield Commands(commands)
         except (redis_errors.RedisError, OSError) as exc:
-            log.warning("session store cleanup skipped: %s", self._unavailable(exc))
+            log.warning("session store cleanup skipped: %s", self.unavailable(exc))
 
     @staticmethod
     def _lifetime_args(lifetime: Lifetime, now: float) -> list[Any]:
@@ -437,9 +437,9 @@ class RedisPlans:
             if isinstance(reply, Exception):
                 raise reply
         except (redis_errors.ResponseError, redis_errors.AuthenticationError) as exc:
-            raise ConfigError(f"the Redis session store cannot be used: {self._unavailable(exc)}") from None
+            raise ConfigError(f"the Redis session store cannot be used: {self.unavailable(exc)}") from None
         except (redis_errors.RedisError, OSError) as exc:
-            log.warning("session store not reachable at start-up: %s", self._unavailable(exc))
+            log.warning("session store not reachable at start-up: %s", self.unavailable(exc))
 
     def _close(self, op: Close) -> Plan[None]:
         yield DISCONNECT

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from session_mw import SessionConfig, SessionMiddleware, StoreUnavailable, session_of
 from session_mw.stores import open_async_store
-from session_mw.stores.base import Touch
+from session_mw.stores.base import UNBOUNDED, Close, Load
 from tests.conftest import free_port
 
 
@@ -89,6 +89,6 @@ async def test_store_unavailable_is_a_typed_error(key_prefix: str) -> None:
         SessionConfig(store_url=f"redis://127.0.0.1:{free_port()}/0", key_prefix=key_prefix, store_connect_timeout=0.5)
     )
     with pytest.raises(StoreUnavailable) as info:
-        await store.load("0" * 64, Touch(0, 1, 10))
+        await store.execute(Load("0" * 64, UNBOUNDED))
     assert info.value.status_hint == 503
-    await store.close()
+    await store.execute(Close())

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from session_mw import SessionConfig
 from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
-from session_mw.stores.base import Touch
+from session_mw.stores.base import UNBOUNDED, Close, Create, Delete, Load, Record, Rotate, SessionsOf, Update
 from session_mw.stores.threaded import AsyncFromSync
 from session_mw.tokens import new_token
 from tests.conftest import FakeClock, RedisServer
@@ -31,23 +31,30 @@ IDLE, ABSOLUTE = 1000, 5000
 COOKIE = "__Host-session"
 
 
+_KINDS = {Load: "load", Create: "write", Update: "write", Rotate: "write", Delete: "delete"}
+
+
 class Counting:
     """A real store (sync or async) with call counters in front; it still does all the work."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.capabilities = inner.capabilities
         self.calls: Counter[str] = Counter()
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in ("load", "write", "delete"):
-            return attr
+    def execute(self, op: Any) -> Any:
+        kind = _KINDS.get(type(op))
+        if kind is not None:
+            self.calls[kind] += 1
+        return self.inner.execute(op)
 
-        def counted(*args: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args)
 
-        return counted
+def live_keys(view: Store, user: str) -> list[str]:
+    return [key for key, _ in view.execute(SessionsOf(user, UNBOUNDED))]
+
+
+def stored(view: Store, key: str) -> Record | None:
+    return view.execute(Load(key, UNBOUNDED))
 
 
 @pytest.fixture(params=sorted(DOORS))
@@ -77,22 +84,22 @@ def config(store_url: str, key_prefix: str) -> SessionConfig:
 
 
 @pytest.fixture
-def store(door: str, config: SessionConfig) -> Counting:
+def store(door: str, config: SessionConfig, clock: FakeClock) -> Counting:
     if door == "asgi":
-        return Counting(open_async_store(config))
-    return Counting(open_store(config))
+        return Counting(open_async_store(config, clock=clock))
+    return Counting(open_store(config, clock=clock))
 
 
 @pytest.fixture
-def view(store: Counting, config: SessionConfig) -> Iterator[Store]:
+def view(store: Counting, config: SessionConfig, clock: FakeClock) -> Iterator[Store]:
     """A sync view of the same store, for assertions on what was stored."""
     inner = store.inner
     if isinstance(inner, AsyncFromSync):
         yield inner.sync
     elif _is_async(inner):  # an async Redis store: look through a sync client of the same Redis
-        s = open_store(config)
+        s = open_store(config, clock=clock)
         yield s
-        s.close()
+        s.execute(Close())
     else:
         yield inner
 
@@ -100,7 +107,7 @@ def view(store: Counting, config: SessionConfig) -> Iterator[Store]:
 def _is_async(store: Any) -> bool:
     import inspect
 
-    return inspect.iscoroutinefunction(store.load)
+    return inspect.iscoroutinefunction(store.execute)
 
 
 @pytest.fixture
@@ -251,12 +258,12 @@ def test_touch_is_throttled_and_keeps_an_active_user(client: httpx.Client, clock
 
 def test_a_burst_of_reads_touches_at_most_once(client: httpx.Client, clock: FakeClock, view: Store) -> None:
     client.post("/login", json={"user": "alice"})
-    [(key, _)] = view.user_sessions("alice")
+    [key] = live_keys(view, "alice")
     clock.advance(150)
     for _ in range(5):
         client.get("/cart")
         clock.advance(1)
-    record = view.load(key, Touch(clock.now, 10_000, IDLE))
+    record = stored(view, key)
     assert record is not None and record.meta.last_seen == clock.now - 5
 
 
@@ -264,11 +271,11 @@ def test_a_write_never_resurrects_a_session_deleted_meanwhile(clients: Clients, 
     tab1, tab2 = clients.new(), clients.new()
     tab1.post("/login", json={"user": "alice"})
     token = tab1.cookies[COOKIE]
-    [(key, _)] = view.user_sessions("alice")
-    HOOKS["race"] = lambda: view.delete(key)  # another tab logs out while tab2's request runs
+    [key] = live_keys(view, "alice")
+    HOOKS["race"] = lambda: view.execute(Delete(key))  # another tab logs out while tab2's request runs
     r = tab2.post("/race", json={"item": "apple"}, headers=cookie(token))
     assert r.headers["set-cookie"].startswith(f"{COOKIE}=;")
-    assert view.user_sessions("alice") == [] and view.load(key, Touch(0, 1, IDLE)) is None
+    assert live_keys(view, "alice") == [] and stored(view, key) is None
 
 
 @pytest.mark.parametrize(

@@ -23,17 +23,17 @@ def test_store_outage_inside_a_handler_is_a_503(monkeypatch: pytest.MonkeyPatch)
 
     from examples.fastapi_app import create_app
     from session_mw import SessionConfig, StoreUnavailable
-    from session_mw.stores.base import Meta
+    from session_mw.stores.base import Op, R, SessionsOf
     from session_mw.stores.memory import MemoryStore
     from session_mw.stores.threaded import AsyncFromSync
 
     class Flaky(AsyncFromSync):
         down = False
 
-        async def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-            if self.down:
+        async def execute(self, op: Op[R]) -> R:
+            if self.down and isinstance(op, SessionsOf):
                 raise StoreUnavailable("the store is down")
-            return await super().user_sessions(user_id)
+            return await super().execute(op)
 
     store = Flaky(MemoryStore(), offload=False)
     app = create_app(SessionConfig(cookie_secure=False, retry_after=7), store=store)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from session_mw import StoreUnavailable
-from session_mw.stores.base import Meta
+from session_mw.stores.base import Op, R, SessionsOf
 from session_mw.stores.memory import MemoryStore
 from tests.examples.shop_suite import ShopContract, check_outage_inside_a_handler, hide_session_mw_env
 
@@ -28,10 +28,10 @@ class FlakyStore(MemoryStore):
 
     down = False
 
-    def user_sessions(self, user_id: str) -> list[tuple[str, Meta]]:
-        if self.down:
+    def execute(self, op: Op[R]) -> R:
+        if self.down and isinstance(op, SessionsOf):
             raise StoreUnavailable("the store is down")
-        return super().user_sessions(user_id)
+        return super().execute(op)
 
 
 def test_store_outage_inside_a_view_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:

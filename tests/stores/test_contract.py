@@ -44,7 +44,9 @@ class TestSQLiteStore(StoreContract, LockContract):
 class TestSQLiteStoreAsyncFace(StoreContract, LockContract):
     @pytest.fixture
     def store(self, tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-        yield from _closed(SyncFromAsync(AsyncFromSync(SQLiteStore(tmp_path / "sessions.db", clock=clock), offload=True)))
+        yield from _closed(
+            SyncFromAsync(AsyncFromSync(SQLiteStore(tmp_path / "sessions.db", clock=clock), offload=True))
+        )
 
 
 class TestRedisStore(StoreContract, LockContract):

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from session_mw.config import SessionConfig
 from session_mw.errors import ConfigError, StoreUnavailable
 from session_mw.stores.base import Check, Close, Create, Delete, Lifetime, Load, Rotate, SessionsOf, Update
 from session_mw.stores.redis import AsyncRedisStore, RedisStore
@@ -111,7 +110,12 @@ def test_a_redis_ttl_never_beats_the_servers_decision(store: RedisStore, raw: re
     ],
 )
 def test_an_undecodable_record_is_absent_everywhere_and_dropped(
-    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock, damage: object, caplog: pytest.LogCaptureFixture
+    store: RedisStore,
+    raw: redis.Redis,
+    key_prefix: str,
+    clock: FakeClock,
+    damage: object,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
     store.execute(Create(digest(2), meta(clock(), "alice"), {"a": b"1"}, LIFE))
@@ -145,14 +149,18 @@ def test_a_user_index_of_the_wrong_type_lists_nothing_and_is_dropped(
     assert not raw.exists(f"{key_prefix}u:alice")
 
 
-def test_a_record_of_a_newer_format_is_left_alone(store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock) -> None:
+def test_a_record_of_a_newer_format_is_left_alone(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
     store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
     raw.hset(f"{key_prefix}s:{digest(1)}", "_v", "9")
     assert store.execute(Load(digest(1), LIFE)) is None
     assert raw.exists(f"{key_prefix}s:{digest(1)}")
 
 
-def test_scripts_flushed_or_lost_by_a_restart_are_reloaded(store: RedisStore, raw: redis.Redis, clock: FakeClock) -> None:
+def test_scripts_flushed_or_lost_by_a_restart_are_reloaded(
+    store: RedisStore, raw: redis.Redis, clock: FakeClock
+) -> None:
     store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
     raw.script_flush()
     assert store.execute(Load(digest(1), LIFE)) is not None
@@ -171,7 +179,9 @@ def test_out_of_memory_is_unavailable_and_quotes_the_server(redis_server: RedisS
     store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
     _server_says(redis_server, "CONFIG", "SET", "maxmemory", "1")
     _server_says(redis_server, "CONFIG", "SET", "maxmemory-policy", "noeviction")
-    with pytest.raises(StoreUnavailable, match=rf"127\.0\.0\.1:{redis_server.port}.*OutOfMemoryError.*maxmemory") as info:
+    with pytest.raises(
+        StoreUnavailable, match=rf"127\.0\.0\.1:{redis_server.port}.*OutOfMemoryError.*maxmemory"
+    ) as info:
         store.execute(Update(digest(1), LIFE, {"a": b"2"}))
     assert digest(1) not in str(info.value)
     clock.advance(100)  # a due touch that Redis refuses does not fail the read
@@ -225,7 +235,9 @@ def test_an_outage_at_start_up_is_only_a_warning(key_prefix: str, caplog: pytest
     assert "not reachable at start-up" in caplog.text
 
 
-def test_delete_with_the_user_cleans_the_index_at_once(store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock) -> None:
+def test_delete_with_the_user_cleans_the_index_at_once(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
     store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
     store.execute(Delete(digest(1), "alice"))
     assert raw.smembers(f"{key_prefix}u:alice") == set()

@@ -510,7 +510,8 @@ def test_a_first_release_file_is_migrated_in_place(db: Path, clock: FakeClock) -
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
         conn.execute(
-            "INSERT INTO sessions VALUES (?, 'alice', ?, ?, ?, ?, 'UA', 0)", (digest(1), START, START, START + 3600, START + 600)
+            "INSERT INTO sessions VALUES (?, 'alice', ?, ?, ?, ?, 'UA', 0)",
+            (digest(1), START, START, START + 3600, START + 600),
         )
         conn.execute("INSERT INTO session_values VALUES (?, 'cart', ?)", (digest(1), b'["apple"]'))
     conn.close()

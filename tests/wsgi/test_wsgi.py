@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from session_mw import SessionConfig, SessionMiddleware, StoreUnavailable
 from session_mw.contrib.flask import FlaskSessions
+from session_mw.stores.base import Load
 from session_mw.stores.memory import MemoryStore
 from session_mw.wsgi import WSGISessionMiddleware, session_of
 from tests.conftest import free_port
@@ -67,9 +68,10 @@ def test_lazy_loading_reads_the_store_only_when_used() -> None:
     loads: list[str] = []
 
     class CountingMemory(MemoryStore):
-        def load(self, key: str, touch: Any) -> Any:
-            loads.append(key)
-            return super().load(key, touch)
+        def execute(self, op: Any) -> Any:
+            if isinstance(op, Load):
+                loads.append(op.key)
+            return super().execute(op)
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ["PATH_INFO"] == "/write":
