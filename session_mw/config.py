@@ -2,17 +2,23 @@
 
 The same names work everywhere: keyword arguments (``idle_timeout=600``), environment
 variables and mapping keys (``SESSION_MW_IDLE_TIMEOUT``), Flask ``app.config`` and
-pydantic settings objects (``session_mw_idle_timeout``).
+pydantic settings objects (``session_mw_idle_timeout``). All of them go through one
+coercion and validation (``__post_init__``), so ``locking="no"`` means the same in code as
+in the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import logging
+import math
+import numbers
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
@@ -23,15 +29,25 @@ SameSite = Literal["lax", "strict", "none"]
 #: started there (and by no other app, unlike a per-user location would be).
 DEFAULT_STORE_URL = "sqlite:///.session_mw/sessions.db"
 
-_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
+#: A slash, then visible ASCII except ``,`` and ``;`` (they end a cookie attribute or line).
+_COOKIE_PATH = re.compile(r"/[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
+_FALSE = frozenset({"0", "false", "no", "off"})
 _STORE_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "sqlite://")
+_URL_QUERY_PASSWORD = re.compile(r"(?i)([?&;]password=)[^&;#]*")
+_SHOWN_MAX = 120
 
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    """Every setting of session_mw. Invalid values raise ``ConfigError`` at construction."""
+    """Every setting of session_mw. Invalid values raise ``ConfigError`` at construction.
+
+    Values may be typed or strings as in the environment; they are coerced here, whichever
+    way they arrive, and stored with the annotated types.
+    """
 
     store_url: str = DEFAULT_STORE_URL
     cookie_name: str = "session"
@@ -40,9 +56,9 @@ class SessionConfig:
     cookie_domain: str | None = None
     cookie_path: str = "/"
     host_prefix: bool = True
-    idle_timeout: int = 1800
-    absolute_timeout: int = 28800
-    touch_interval: int | None = None
+    idle_timeout: float = 1800.0
+    absolute_timeout: float = 28800.0
+    touch_interval: float | None = None
     token_bytes: int = 32
     key_prefix: str = "session_mw:"
     digest_key: str | None = field(default=None, repr=False)
@@ -55,45 +71,65 @@ class SessionConfig:
     max_session_bytes: int = 262144
 
     def __post_init__(self) -> None:
+        given = {name: getattr(self, name) for name in _COERCERS}
+        for name, coerce in _COERCERS.items():
+            object.__setattr__(self, name, coerce(name, given[name]))
+        self._check(given)
+
+    def _check(self, given: Mapping[str, Any]) -> None:
+        """The rules between values; messages show the value as it was given."""
+
+        def fail(name: str, problem: str) -> ConfigError:
+            return _invalid(name, given[name], problem)
+
         if not self.store_url.startswith(_STORE_SCHEMES):
-            raise ConfigError(
-                f"store_url must start with one of {', '.join(_STORE_SCHEMES)}; "
-                f"got a URL with scheme {self.store_url.split(':', 1)[0]!r}"
-            )
-        if not _COOKIE_NAME.match(self.cookie_name) or self.cookie_name.lower().startswith(("__host-", "__secure-")):
-            raise ConfigError(
-                "cookie_name must be a plain cookie token without a __Host-/__Secure- prefix "
-                "(the prefix is added by host_prefix)"
-            )
-        samesite = str(self.cookie_samesite).lower()
-        if samesite not in get_args(SameSite):
-            raise ConfigError("cookie_samesite must be 'lax', 'strict' or 'none'")
-        object.__setattr__(self, "cookie_samesite", samesite)
-        if samesite == "none" and not self.cookie_secure:
-            raise ConfigError("cookie_samesite='none' requires cookie_secure=True (browsers reject it)")
-        if not self.cookie_path.startswith("/"):
-            raise ConfigError("cookie_path must start with '/'")
+            raise fail("store_url", f"must start with one of {', '.join(_STORE_SCHEMES)}")
+        if not _COOKIE_NAME.fullmatch(self.cookie_name):
+            raise fail("cookie_name", "must be a cookie token (letters, digits and !#$%&'*+.^_`|~-)")
+        if self.cookie_name.lower().startswith(("__host-", "__secure-")):
+            raise fail("cookie_name", "must not carry a __Host-/__Secure- prefix (host_prefix adds it)")
+        if self.cookie_samesite not in get_args(SameSite):
+            raise fail("cookie_samesite", "must be 'lax', 'strict' or 'none'")
+        if self.cookie_samesite == "none" and not self.cookie_secure:
+            raise fail("cookie_samesite", "'none' requires cookie_secure=True (browsers reject it otherwise)")
+        if self.cookie_domain is not None and not (
+            len(self.cookie_domain) <= 253 and _DOMAIN.fullmatch(self.cookie_domain)
+        ):
+            raise fail("cookie_domain", "must be a host or domain name (letters, digits, '-' and '.'; no port)")
+        if not _COOKIE_PATH.fullmatch(self.cookie_path):
+            raise fail("cookie_path", "must start with '/' and hold only visible ASCII without ';' or ','")
         if self.idle_timeout <= 0:
-            raise ConfigError("idle_timeout must be a positive number of seconds")
+            raise fail("idle_timeout", "must be a positive number of seconds")
         if self.absolute_timeout < self.idle_timeout:
-            raise ConfigError("absolute_timeout must be at least idle_timeout")
-        if self.touch_interval is None:
-            object.__setattr__(self, "touch_interval", max(1, self.idle_timeout // 10))
-        elif not 0 <= self.touch_interval < self.idle_timeout:
-            raise ConfigError("touch_interval must be >= 0 and smaller than idle_timeout")
-        if self.token_bytes < 16:
-            raise ConfigError("token_bytes must be at least 16 (128 bits of entropy)")
-        if self.token_bytes > 256:
-            raise ConfigError("token_bytes must be at most 256 (the cookie must stay small)")
-        if not self.key_prefix:
-            raise ConfigError("key_prefix must not be empty")
+            raise fail("absolute_timeout", f"must be at least idle_timeout ({self.idle_timeout!r})")
+        self._check_touch_interval(fail)
+        if not 16 <= self.token_bytes <= 256:
+            raise fail("token_bytes", "must be between 16 (128 bits of entropy) and 256 (the cookie must stay small)")
+        if not self.key_prefix or any(ch.isspace() or not ch.isprintable() for ch in self.key_prefix):
+            raise fail("key_prefix", "must be non-empty, without whitespace or control characters")
+        if any(not p.startswith("/") for p in self.exclude_paths):
+            raise fail("exclude_paths", "entries must each start with '/'")
         for name in ("store_connect_timeout", "store_socket_timeout", "lock_timeout"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds")
+                raise fail(name, "must be a positive number of seconds")
+        if self.retry_after < 0:
+            raise fail("retry_after", "must be a number of seconds >= 0")
         if self.max_session_bytes < 1024:
-            raise ConfigError(f"max_session_bytes must be at least 1024; got {self.max_session_bytes!r}")
-        if any(not p.startswith("/") for p in self.exclude_paths):
-            raise ConfigError("every entry of exclude_paths must start with '/'")
+            raise fail("max_session_bytes", "must be at least 1024 bytes")
+
+    def _check_touch_interval(self, fail: Callable[[str, str], ConfigError]) -> None:
+        """Throttled touches may lag by up to one interval; idle/10 keeps the 90 % promise."""
+        limit = self.idle_timeout / 10
+        if self.touch_interval is None:
+            object.__setattr__(self, "touch_interval", limit)
+        elif self.touch_interval < 0 or (
+            self.touch_interval > limit and not math.isclose(self.touch_interval, limit, rel_tol=1e-9)
+        ):
+            raise fail(
+                "touch_interval",
+                f"must be between 0 and idle_timeout / 10 ({limit!r}): a larger interval breaks the "
+                "guarantee that a user active more often than 90 % of idle_timeout is never logged out",
+            )
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -102,7 +138,7 @@ class SessionConfig:
         return f"SessionConfig({shown})"
 
     @property
-    def effective_touch_interval(self) -> int:
+    def effective_touch_interval(self) -> float:
         assert self.touch_interval is not None  # filled in by __post_init__
         return self.touch_interval
 
@@ -116,6 +152,13 @@ class SessionConfig:
         return f"__Host-{self.cookie_name}" if self.uses_host_prefix else self.cookie_name
 
     def replace(self, **changes: Any) -> SessionConfig:
+        """A validated copy with ``changes``.
+
+        A ``touch_interval`` equal to the derived default follows a new ``idle_timeout``
+        instead of pinning the old one (which a shorter idle timeout would refuse).
+        """
+        if "touch_interval" not in changes and self.touch_interval == self.idle_timeout / 10:
+            changes["touch_interval"] = None
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -126,26 +169,34 @@ class SessionConfig:
 
         Values may be typed (``True``, ``600``) or strings as in the environment (``"true"``,
         ``"600"``). An unknown ``PREFIX_`` key is a typo: a ``ConfigError`` when ``strict``, else
-        a warning on the ``session_mw`` logger.
+        a warning on the ``session_mw`` logger. A bad value's message also names its key.
         """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
         values: dict[str, Any] = {}
+        keys: dict[str, str] = {}
         lowered_prefix = prefix.lower()
         for key, raw in mapping.items():
             if not isinstance(key, str) or not key.lower().startswith(lowered_prefix):
                 continue
             name = key[len(prefix) :].lower()
-            if name not in fields:
-                message = f"unknown setting {key!r}; known settings: {', '.join(sorted(fields))}"
+            if name not in known:
+                message = f"unknown setting {key!r}; known settings: {', '.join(sorted(known))}"
                 if strict:
                     raise ConfigError(message)
                 logging.getLogger("session_mw").warning("%s (ignored)", message)
                 continue
             if raw is None:
                 continue
-            values[name] = _coerce(key, fields[name].type, raw)
+            values[name] = raw
+            keys[name] = key
         values.update(overrides)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except _SettingError as error:
+            source = keys.get(error.setting) if error.setting not in overrides else None
+            if source is None:
+                raise
+            raise ConfigError(f"{error} (from {source})") from None
 
     @classmethod
     def from_env(
@@ -159,41 +210,158 @@ class SessionConfig:
         return cls.from_mapping(os.environ if environ is None else environ, prefix, strict=False, **overrides)
 
 
+class _SettingError(ConfigError):
+    """A ``ConfigError`` that remembers its setting, so ``from_mapping`` can name the key."""
+
+    def __init__(self, message: str, setting: str = "") -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def _invalid(name: str, value: object, problem: str) -> ConfigError:
+    return _SettingError(f"{name} {problem}; got {_shown(name, value)}", name)
+
+
+def _shown(name: str, value: object) -> str:
+    """The value for an error message: one line, not too long, secrets masked."""
+    if name == "digest_key":
+        return "<hidden>"
+    text = repr(_redact(name, value)).replace("\n", "\\n")
+    return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
+
+
 def _redact(name: str, value: Any) -> Any:
-    """Hide the password of a store URL (``redis://:secret@host``) in reprs and logs."""
-    if name == "store_url" and "@" in value:
-        scheme, _, rest = value.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return value
+    """Hide the password of a store URL (``redis://:secret@host``, ``?password=``) in reprs and errors."""
+    if name != "store_url" or not isinstance(value, str):
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + _URL_QUERY_PASSWORD.sub(r"\1***", rest)
 
 
-def _coerce(key: str, annotation: Any, raw: Any) -> Any:
-    kind = str(annotation)
-    if isinstance(raw, str):
-        raw = raw.strip()
+# -- coercion: one function per kind of setting, each raising a ConfigError naming it --------
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _invalid(name, value, "must be a string")
+    return value.strip()
+
+
+def _optional_text(name: str, value: object) -> str | None:
+    """``None`` or an empty string mean unset (``SESSION_MW_COOKIE_DOMAIN=`` in a compose file)."""
+    if value is None:
+        return None
+    return _text(name, value) or None
+
+
+def _domain(name: str, value: object) -> str | None:
+    text = _optional_text(name, value)
+    return None if text is None else text.lower()
+
+
+def _samesite(name: str, value: object) -> str:
+    return _text(name, value).lower()
+
+
+def _flag(name: str, value: object) -> bool:
+    """Only unmistakable spellings: an empty or odd value must not quietly switch Secure off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise _invalid(name, value, "must be true or false (or 1/0, yes/no, on/off)")
+
+
+def _number(name: str, value: object, what: str) -> float:
+    """Any real number, a numeric string or a timedelta (its exact total_seconds); never a bool."""
+    number: float | None = None
     try:
-        if kind.startswith("bool"):
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError(raw)
-        if kind.startswith("int"):
-            if isinstance(raw, bool):
-                raise ValueError(raw)
-            if hasattr(raw, "total_seconds"):  # a timedelta, as Flask settings often hold
-                return int(raw.total_seconds())
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-        if kind.startswith("tuple"):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(str(item).strip() for item in items if str(item).strip())
-        if kind.startswith("str | None") and raw == "":
-            return None
-        return str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {key!r} has an invalid value for type {kind}") from None
+        if isinstance(value, timedelta):
+            number = value.total_seconds()
+        elif isinstance(value, str):
+            number = float(value.strip())
+        elif isinstance(value, (numbers.Real, decimal.Decimal)) and not isinstance(value, bool):
+            number = float(value)
+    except (ValueError, OverflowError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise _invalid(name, value, f"must be a finite {what}")
+    return number
+
+
+def _seconds(name: str, value: object) -> float:
+    return _number(name, value, "number of seconds")
+
+
+def _optional_seconds(name: str, value: object) -> float | None:
+    return None if value is None else _seconds(name, value)
+
+
+def _whole(name: str, value: object, what: str) -> int:
+    """An int setting: ``3``, ``3.0`` and ``"3"`` are fine, ``2.5`` is refused, never truncated."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    number = _number(name, value, what)
+    if not number.is_integer():
+        raise _invalid(name, value, f"must be a whole {what}")
+    return int(number)
+
+
+def _whole_seconds(name: str, value: object) -> int:
+    return _whole(name, value, "number of seconds")
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, timedelta):
+        raise _invalid(name, value, "must be a whole number")
+    return _whole(name, value, "number")
+
+
+def _paths(name: str, value: object) -> tuple[str, ...]:
+    """A comma-separated string (as in the environment) or any iterable of strings."""
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray, Mapping)):
+        items = list(value)
+    else:
+        raise _invalid(name, value, "must be a comma-separated string or a sequence of paths")
+    if any(not isinstance(item, str) for item in items):
+        raise _invalid(name, value, "entries must be strings")
+    return tuple(text for item in items if (text := str(item).strip()))
+
+
+_COERCERS: dict[str, Callable[[str, Any], Any]] = {
+    "store_url": _text,
+    "cookie_name": _text,
+    "cookie_secure": _flag,
+    "cookie_samesite": _samesite,
+    "cookie_domain": _domain,
+    "cookie_path": _text,
+    "host_prefix": _flag,
+    "idle_timeout": _seconds,
+    "absolute_timeout": _seconds,
+    "touch_interval": _optional_seconds,
+    "token_bytes": _count,
+    "key_prefix": _text,
+    "digest_key": _optional_text,
+    "exclude_paths": _paths,
+    "store_connect_timeout": _seconds,
+    "store_socket_timeout": _seconds,
+    "retry_after": _whole_seconds,
+    "locking": _flag,
+    "lock_timeout": _seconds,
+    "max_session_bytes": _count,
+}

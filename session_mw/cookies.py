@@ -1,10 +1,13 @@
 """Read the session token from a Cookie header and build the Set-Cookie that carries it.
 
 Parsing and formatting are werkzeug's; this module only adds the session rules: a cookie
-that is malformed, oversized, duplicated or not shaped like our tokens is "no session".
+that is malformed, oversized, duplicated or not shaped like our tokens is "no session",
+and Cookie lines a server joined with commas are read as the separate lines they were.
 """
 
 from __future__ import annotations
+
+import re
 
 from werkzeug.http import dump_cookie
 from werkzeug.sansio.http import parse_cookie
@@ -12,8 +15,19 @@ from werkzeug.sansio.http import parse_cookie
 from .config import SessionConfig
 from .tokens import is_well_formed, token_length
 
-MAX_COOKIE_HEADER = 8192
+#: Bounds the parsing work only: a longer Cookie header that holds our name is "presented,
+#: no token". Generous, because other apps on the same host or parent domain may send big
+#: cookies; most servers refuse such headers well before this (gunicorn: 8190 bytes a line).
+MAX_COOKIE_HEADER = 65536
+#: The limit on our own cookie's value; our tokens are far shorter.
 MAX_COOKIE_VALUE = 4096
+
+#: One Cookie line of a comma-joined header (gunicorn joins repeated lines with ","): any
+#: text up to a comma, where a comma inside a quoted value (``="..."`` closed before ``;``,
+#: ``,`` or the end, as werkzeug reads quotes) belongs to that value; a quote that never
+#: closes is just a character. Linear time: a quoted value's scan ends at the next unescaped
+#: quote, and no later attempt starts inside a scanned stretch.
+_LINE = re.compile(r"""(?:[^,="]+|=[ \t]*"(?:[^"\\]|\\.)*"(?=[ \t]*(?:[;,]|\Z))|[="])*""")
 
 
 class CookieRules:
@@ -31,13 +45,15 @@ class CookieRules:
         """Return ``(token, presented)``.
 
         ``token`` is a well-formed token or None; ``presented`` says whether the browser sent
-        a cookie under our name at all (so a bad one can be cleared).
+        a cookie under our name at all (so a bad one can be cleared). Only our own value is
+        size-limited: other cookies, however many, never cost us the session.
         """
-        if not header or self._needle not in header:
+        if not header or self._needle not in header:  # the hot path: no session cookie
             return None, False
         if len(header) > MAX_COOKIE_HEADER:
             return None, True
-        values = parse_cookie(header).getlist(self.name)
+        needle, name = self._needle, self.name
+        values = [v for line in _lines(header) if needle in line for v in parse_cookie(line).getlist(name)]
         if len(values) != 1:  # unparsable (none found despite the name) or duplicated
             return None, True
         value = values[0]
@@ -73,3 +89,19 @@ class CookieRules:
             httponly=True,
             samesite=c.cookie_samesite.capitalize(),
         )
+
+
+def _lines(header: str) -> list[str]:
+    """The Cookie lines of ``header``; one line unless a server joined several with commas."""
+    if "," not in header:
+        return [header]
+    if '"' not in header:  # no quoted values: every comma ends a line
+        return header.split(",")
+    lines: list[str] = []
+    pos, end = 0, len(header)
+    while pos <= end:
+        match = _LINE.match(header, pos)
+        assert match is not None  # the pattern matches the empty string
+        lines.append(match.group())
+        pos = match.end() + 1  # past the comma (or past the end: done)
+    return lines

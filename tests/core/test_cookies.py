@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from session_mw.config import SessionConfig
-from session_mw.cookies import CookieRules
+from session_mw.cookies import MAX_COOKIE_HEADER, MAX_COOKIE_VALUE, CookieRules
 from session_mw.tokens import Digester, new_token, token_length
 
 RULES = CookieRules(SessionConfig())
 TOKEN = new_token(32)
+OTHER = new_token(32)
 
 
 def test_tokens_have_the_promised_entropy_and_shape() -> None:
@@ -28,7 +30,64 @@ def test_store_key_is_a_digest_never_the_token() -> None:
 def test_reads_our_cookie_among_others() -> None:
     assert RULES.read(f"theme=dark; __Host-session={TOKEN}; x=1") == (TOKEN, True)
     assert RULES.read(None) == (None, False)
+    assert RULES.read("") == (None, False)
     assert RULES.read("theme=dark") == (None, False)
+
+
+@pytest.mark.parametrize("comma", [",", ", "])
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [f"__Host-session={TOKEN}; a=1", "theme=dark; b=2"],  # ours first
+        ["theme=dark; a=1", f"__Host-session={TOKEN}; b=2"],  # ours opens a later line
+        ["theme=dark", f"lang=en; __Host-session={TOKEN}; b=2", "c=3"],  # middle
+        ["theme=dark; a=1", "b=2", f"__Host-session={TOKEN}"],  # last
+        ["theme=dark; a=1", f"b=2; __Host-session={TOKEN}"],  # last pair of the last line
+        ['pref="x,y"; a=1', f"__Host-session={TOKEN}"],  # a quoted comma is no line break
+        ['pref="x', f"__Host-session={TOKEN}"],  # nor is a quote that never closes
+        [f'__Host-session={TOKEN}; pref="x;y"', 'other="a,b"'],
+    ],
+)
+def test_cookie_lines_joined_with_commas_are_read_as_lines(comma: str, lines: list[str]) -> None:
+    """Gunicorn joins repeated Cookie lines with ','; werkzeug alone would read ours as part of a value."""
+    assert RULES.read(comma.join(lines)) == (TOKEN, True)
+
+
+def test_other_cookies_never_cost_the_session() -> None:
+    others = "; ".join(f"site{i}={'v' * 200}" for i in range(100))  # about 20 KiB
+    assert len(others) > 20_000
+    assert RULES.read(f"{others}; __Host-session={TOKEN}") == (TOKEN, True)
+    assert RULES.read(f"__Host-session={TOKEN}; {others}") == (TOKEN, True)
+    assert RULES.read(f"{others},__Host-session={TOKEN},{others}") == (TOKEN, True)
+    assert RULES.read(others) == (None, False)
+
+
+def test_only_our_value_is_size_limited() -> None:
+    assert RULES.read(f"big={'v' * MAX_COOKIE_VALUE * 2}; __Host-session={TOKEN}") == (TOKEN, True)
+    assert RULES.read(f"a=1; __Host-session={'A' * (MAX_COOKIE_VALUE + 1)}") == (None, True)
+    assert RULES.read(f"a=1,__Host-session={'A' * (MAX_COOKIE_VALUE + 1)}") == (None, True)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "theme=dark; lang=en",
+        "x=1,y=2, z=3",
+        "session=abc; __Host-sessionid=1",  # similar names are not ours
+        "z=" + "y" * (MAX_COOKIE_HEADER * 2),  # even a huge header: not parsed at all
+    ],
+)
+def test_headers_without_our_name_mean_no_cookie(header: str) -> None:
+    assert RULES.read(header) == (None, False)
+
+
+@pytest.mark.parametrize("unit", ['=",', '="\\"', 'a="', '=""",', "a=b, ", '"\\",='])
+def test_hostile_headers_stay_cheap(unit: str) -> None:
+    """The work is bounded and linear: a full-size header of quote and comma tricks reads quickly."""
+    header = (unit * MAX_COOKIE_HEADER)[: MAX_COOKIE_HEADER - 60] + f",__Host-session={TOKEN}"
+    started = time.perf_counter()
+    RULES.read(header)
+    assert time.perf_counter() - started < 0.5
 
 
 @pytest.mark.parametrize(
@@ -41,7 +100,14 @@ def test_reads_our_cookie_among_others() -> None:
         "__Host-session=" + "é" * 43,  # not ASCII
         '__Host-session="unterminated',
         "__Host-session=; ;;; ===",
-        "x=" + "y" * 9000 + f"; __Host-session={TOKEN}",  # oversized header
+        "x=" + "y" * MAX_COOKIE_HEADER + f"; __Host-session={TOKEN}",  # beyond the work bound
+        f"__Host-session={TOKEN},__Host-session={OTHER}",  # duplicated across joined lines
+        f"a=1; __Host-session={TOKEN}, b=2; __Host-session={OTHER}",
+        f"a=1,__Host-session={TOKEN}; b=2,__Host-session={TOKEN}",  # even twice the same value
+        f"__Host-session={TOKEN}, __Host-session={OTHER}; c=3",
+        f'x="a,__Host-session={TOKEN}"',  # inside another cookie's quoted value: not ours
+        f'x="a,__Host-session={TOKEN},b"',
+        f"x=1,__Host-session={TOKEN[:-1]}",
     ],
 )
 def test_bad_cookies_mean_no_session_never_an_error(header: str) -> None:
