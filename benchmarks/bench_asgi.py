@@ -125,7 +125,7 @@ def build(name: str, redis_url: str) -> Contender:
         async def close_store() -> None:
             middleware = _find_middleware(app, OurSessionMiddleware)
             if middleware is not None:
-                await middleware.store.close()
+                await middleware.driver.close()
 
         contender.closers.append(close_store)
     else:

@@ -172,7 +172,7 @@ def build(name: str, redis_url: str) -> Contender:
         return Contender(name, wsgi_bare)
     if name == "wsgi-ours+memory":
         middleware = WSGISessionMiddleware(wsgi_sessions, config)
-        return Contender(name, middleware, closers=[middleware.store.close])
+        return Contender(name, middleware, closers=[middleware.driver.close])
     if name == BARE:  # Flask's SecureCookieSessionInterface is installed, but no SECRET_KEY and no session use
         return Contender(name, flask_app(name, sessions=False))
     app = flask_app(name)
@@ -186,7 +186,7 @@ def build(name: str, redis_url: str) -> Contender:
         contender.closers.append(client.close)
     elif name in ("ours+memory", "ours+sqlite", "ours+redis"):
         FlaskSessions(app, config=config)
-        contender.closers.append(app.extensions["session_mw"].store.close)
+        contender.closers.append(app.extensions["session_mw"].driver.close)
     else:
         raise ValueError(f"unknown contender {name!r}")
     return contender

@@ -53,6 +53,7 @@ class SessionMiddleware:
         self.config = config
         self.engine = engine or Engine(config)
         self.store = store if store is not None else open_async_store(config)
+        self._owns_store = store is None  # a store handed in is closed by whoever made it
         self.driver = AsyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
 
@@ -120,15 +121,21 @@ class SessionMiddleware:
     def _lifespan(self, send: Send) -> Send:
         """Check the store when the app reports its start-up, close it at shutdown."""
 
+        failed = False
+
         async def send_checked(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                return  # the app reporting the failure we raised: already reported, in one line
             if message["type"] == "lifespan.startup.complete":
                 try:
                     await self.driver.check()
                 except ConfigError as exc:
+                    failed = True
                     log.error("session store cannot be used: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-            elif message["type"] == "lifespan.shutdown.complete":
+                    raise  # ends the app's lifespan, as the ASGI spec asks after a failed start-up
+            elif message["type"] == "lifespan.shutdown.complete" and self._owns_store:
                 await self.driver.close()
             await send(message)
 

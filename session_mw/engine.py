@@ -356,7 +356,7 @@ class Exchange:
         same_token: str | None = None
         if remember is not None:  # the same token, with the new persistence
             assert self._token is not None
-            same_token = cookies.set_cookie(self._token, self._max_age(meta, remember))
+            same_token = cookies.set_cookie(self._token, self._max_age(meta, remember, self.engine.clock()))
         return _Decision(tuple(ops), same_token, conditional=update)
 
     # -- helpers ---------------------------------------------------------------------
@@ -375,7 +375,7 @@ class Exchange:
         )
         token = new_token(engine.config.token_bytes)
         op = Create(engine.digest(token), meta, self._encode_all(), engine.lifetime)
-        return op, engine.cookies.set_cookie(token, self._max_age(meta, meta.remember))
+        return op, engine.cookies.set_cookie(token, self._max_age(meta, meta.remember, now))
 
     def _rotate(self, old: Meta) -> tuple[Rotate, str]:
         engine, session = self.engine, self.session
@@ -388,12 +388,13 @@ class Exchange:
         meta = Meta(created, now, deadline, self._user_id(), self.user_agent, session._remember, public_id)
         token = new_token(engine.config.token_bytes)
         op = Rotate(self.key, engine.digest(token), meta, self._encode_all(), engine.lifetime, old.user_id)
-        return op, engine.cookies.set_cookie(token, self._max_age(meta, meta.remember))
+        return op, engine.cookies.set_cookie(token, self._max_age(meta, meta.remember, now))
 
-    def _max_age(self, meta: Meta, remember: bool) -> int | None:
+    def _max_age(self, meta: Meta, remember: bool, now: float) -> int | None:
+        """A persistent cookie lives as long as the session may: to its (capped) absolute deadline."""
         if not remember:
             return None
-        return max(0, int(self.engine.lifetime.deadline(meta) - self.engine.clock()))
+        return max(0, int(self.engine.lifetime.deadline(meta) - now))
 
     def _user_id(self) -> str | None:
         user = self.session._user_id

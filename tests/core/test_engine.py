@@ -1,17 +1,52 @@
-"""The sans-IO engine, driven with strings, records and a fake clock: no store, no server."""
+"""The sans-IO engine, driven through its plans with scripted store answers: no store, no server.
+
+Each test builds an ``Exchange`` from a Cookie header, answers the operations its plans yield
+(h11 style: in-memory input), and checks the operations and headers that come out.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
-from session_mw import SessionConfig, SessionError
-from session_mw.engine import Engine, Incoming
-from session_mw.session import Session
-from session_mw.stores.base import Meta, Record
+from session_mw import SessionConfig
+from session_mw.engine import Answer, Engine, Exchange, Headers, Pause
+from session_mw.errors import StoreUnavailable
+from session_mw.stepping import run
+from session_mw.stores.base import AcquireLock, Create, Delete, Load, Meta, Op, Record, ReleaseLock, Rotate, Update
 from session_mw.tokens import new_token
 from tests.conftest import FakeClock
 
-CONFIG = SessionConfig(idle_timeout=1000, absolute_timeout=5000, touch_interval=100)
+CONFIG = SessionConfig(idle_timeout=1000, absolute_timeout=5000)
+
+
+class Script:
+    """Answers a plan's operations: ``record`` for a Load, ``applied`` for updates and rotates."""
+
+    def __init__(self, record: Record | None = None, applied: bool = True) -> None:
+        self.record = record
+        self.applied = applied
+        self.ops: list[Op[Any]] = []
+        self.fail: type[Op[Any]] | None = None
+        self.locked = False
+
+    def __call__(self, op: Any) -> Any:
+        self.ops.append(op)
+        if self.fail is not None and isinstance(op, self.fail):
+            raise StoreUnavailable("down")
+        if isinstance(op, Load):
+            return self.record
+        if isinstance(op, (Update, Rotate)):
+            return self.applied
+        if isinstance(op, AcquireLock):
+            return not self.locked
+        return None
+
+    def writes(self) -> list[Op[Any]]:
+        return [op for op in self.ops if not isinstance(op, (Load, AcquireLock, ReleaseLock, Pause))]
 
 
 @pytest.fixture
@@ -23,207 +58,278 @@ def cookie(token: str) -> str:
     return f"__Host-session={token}"
 
 
-def stored(engine: Engine, data: dict[str, object], **meta: object) -> Record:
+def stored(engine: Engine, data: dict[str, object], **meta: Any) -> Record:
     now = engine.clock()
-    fields: dict[str, object] = {"created_at": now, "last_seen": now, "absolute_deadline": now + 5000}
+    fields: dict[str, Any] = {"created_at": now - 10, "last_seen": now - 10, "absolute_deadline": now + 4990}
     fields.update(meta)
-    return Record({k: engine.serializer.dumps(v) for k, v in data.items()}, Meta(**fields))  # type: ignore[arg-type]
+    return Record({k: engine.serializer.dumps(v) for k, v in data.items()}, Meta(**fields))
 
 
-def loaded(engine: Engine, data: dict[str, object], **meta: object) -> tuple[Incoming, Session, str]:
-    token = new_token(32)
-    incoming = engine.begin(cookie(token))
-    session = engine.open(incoming, stored(engine, data, **meta))
-    return incoming, session, token
+def opened(engine: Engine, script: Script, token: str | None = None, header: str | None = None) -> Exchange:
+    exchange = engine.exchange(header if header is not None else cookie(token or new_token(32)), "Firefox")
+    if exchange.needs_load:
+        assert run(exchange.opening(), script) is None
+    return exchange
 
 
-def header_names(engine: Engine, incoming: Incoming, session: Session, status: int = 200) -> list[str]:
-    return [name for name, _ in engine.finish(incoming, session, status).headers()]
+def closed(exchange: Exchange, script: Script, status: int = 200, headers: Headers | None = None) -> Headers:
+    result = run(exchange.closing(status, headers or []), script)
+    assert isinstance(result, list), result
+    return result
+
+
+def header(headers: Headers, name: str) -> str | None:
+    values = [v for n, v in headers if n.lower() == name.lower()]
+    assert len(values) <= 1, values
+    return values[0] if values else None
 
 
 def test_no_cookie_and_no_use_costs_nothing(engine: Engine) -> None:
-    incoming = engine.begin(None)
-    assert incoming.key is None
-    session = engine.open(incoming, None)
-    out = engine.finish(incoming, session)
-    assert out.write is None and out.delete is None and out.headers() == []
+    exchange = engine.exchange(None)
+    assert not exchange.needs_load and exchange.untouched
 
 
 def test_first_write_creates_a_session_with_a_fresh_token(engine: Engine) -> None:
-    incoming = engine.begin("theme=dark")
-    session = engine.open(incoming, None, user_agent="Firefox")
-    session["cart"] = ["apple"]
-    out = engine.finish(incoming, session)
-    assert out.write is not None and out.write.mode == "create"
-    assert out.write.set == {"cart": b'["apple"]'} and out.write.meta.user_agent == "Firefox"
-    assert out.token is not None and out.write.key == engine.digest(out.token) != out.token
-    headers = dict(out.headers())
-    assert headers["Set-Cookie"].startswith(f"__Host-session={out.token};")
-    assert headers["Vary"] == "Cookie" and headers["Cache-Control"] == "no-store"
+    script = Script()
+    exchange = opened(engine, script, header="theme=dark")
+    exchange.session["cart"] = ["apple"]
+    headers = closed(exchange, script)
+    [create] = script.writes()
+    assert isinstance(create, Create) and dict(create.data) == {"cart": b'["apple"]'}
+    assert create.meta.user_agent == "Firefox" and len(create.meta.public_id) == 16
+    token = (header(headers, "Set-Cookie") or "").split(";")[0].split("=", 1)[1]
+    assert create.key == engine.digest(token) != token
+    assert header(headers, "Vary") == "Cookie" and header(headers, "Cache-Control") == "no-store"
 
 
-def test_unknown_token_is_never_adopted(engine: Engine) -> None:
-    attacker_token = new_token(32)
-    incoming = engine.begin(cookie(attacker_token))
-    session = engine.open(incoming, None)  # the store does not know it
-    session["x"] = 1
-    out = engine.finish(incoming, session)
-    assert out.write is not None and out.token != attacker_token
-    assert out.write.key != engine.digest(attacker_token)
+def test_an_unknown_token_is_never_adopted_and_its_cookie_is_cleared(engine: Engine) -> None:
+    planted = new_token(32)
+    script = Script(record=None)
+    exchange = opened(engine, script, planted)
+    assert (header(closed(exchange, script), "Set-Cookie") or "").startswith("__Host-session=;")
+    exchange = opened(engine, script, planted)
+    exchange.session["x"] = 1
+    closed(exchange, script)
+    create = script.writes()[-1]
+    assert isinstance(create, Create) and create.key != engine.digest(planted)
 
 
-def test_unknown_token_without_a_write_clears_the_cookie(engine: Engine) -> None:
-    incoming = engine.begin(cookie(new_token(32)))
-    out = engine.finish(incoming, engine.open(incoming, None))
-    assert out.write is None
-    assert dict(out.headers())["Set-Cookie"].startswith("__Host-session=;")
+def test_a_read_writes_nothing_and_varies_on_cookie(engine: Engine) -> None:
+    script = Script(stored(engine, {"cart": ["apple"]}))
+    exchange = opened(engine, script)
+    assert exchange.session["cart"] == ["apple"]
+    headers = closed(exchange, script, headers=[("Vary", "Accept-Encoding")])
+    assert script.writes() == [] and headers == [("Vary", "Accept-Encoding, Cookie")]
 
 
-def test_read_only_request_writes_nothing(engine: Engine) -> None:
-    incoming, session, _ = loaded(engine, {"cart": ["apple"]})
-    assert session["cart"] == ["apple"]
-    out = engine.finish(incoming, session)
-    assert out.write is None and out.headers() == [("Vary", "Cookie")]
+def test_only_the_changed_keys_are_written(engine: Engine) -> None:
+    script = Script(stored(engine, {"cart": ["apple"], "theme": "dark", "old": 1}))
+    exchange = opened(engine, script)
+    exchange.session["cart"].append("pear")
+    del exchange.session["old"]
+    assert header(closed(exchange, script), "Set-Cookie") is None
+    [update] = script.writes()
+    assert isinstance(update, Update) and dict(update.set) == {"cart": b'["apple","pear"]'}
+    assert update.delete == ("old",) and update.remember is None
 
 
-def test_only_changed_keys_are_written(engine: Engine) -> None:
-    incoming, session, _ = loaded(engine, {"cart": ["apple"], "theme": "dark"})
-    session["cart"].append("pear")
-    out = engine.finish(incoming, session)
-    assert out.write is not None and out.write.mode == "update"
-    assert out.write.set == {"cart": b'["apple","pear"]'} and out.write.delete == ()
-    assert "Set-Cookie" not in dict(out.headers())
+def test_a_write_to_a_session_ended_meanwhile_is_refused_and_expires_the_cookie(engine: Engine) -> None:
+    script = Script(stored(engine, {"cart": []}), applied=False)
+    exchange = opened(engine, script)
+    exchange.session["cart"] = ["apple"]
+    headers = closed(exchange, script)
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert exchange.events == ["stale_write_refused"]
 
 
-def test_regenerate_moves_data_to_a_new_token(engine: Engine) -> None:
-    incoming, session, token = loaded(engine, {"cart": ["apple"]})
-    session.regenerate()
-    out = engine.finish(incoming, session)
-    assert out.write is not None and out.write.mode == "rotate"
-    assert out.write.old_key == engine.digest(token) and out.token not in (None, token)
-    assert out.write.set == {"cart": b'["apple"]'}
+def test_regenerate_rotates_all_data_and_keeps_the_lifetime(engine: Engine, clock: FakeClock) -> None:
+    record = stored(engine, {"cart": ["apple"]}, user_id="alice", public_id="abc")
+    script = Script(record)
+    token = new_token(32)
+    exchange = opened(engine, script, token)
+    exchange.session.regenerate()
+    headers = closed(exchange, script)
+    [rotate] = script.writes()
+    assert isinstance(rotate, Rotate) and rotate.old_key == engine.digest(token) and rotate.old_user_id == "alice"
+    assert dict(rotate.data) == {"cart": b'["apple"]'} and rotate.meta.user_id == "alice"
+    assert rotate.meta.created_at == record.meta.created_at and rotate.meta.public_id == "abc"
+    assert rotate.key != rotate.old_key and rotate.key in [engine.digest(v.split(";")[0][15:]) for _, v in headers]
 
 
-def test_login_regenerates_and_starts_a_new_lifetime(engine: Engine, clock: FakeClock) -> None:
-    incoming, session, _ = loaded(engine, {"cart": ["apple"]})
-    clock.advance(50)
-    session.user_id = "alice"
-    out = engine.finish(incoming, session)
-    assert out.write is not None and out.write.mode == "rotate"
-    assert out.write.meta.user_id == "alice" and out.write.meta.created_at == clock.now
-    assert out.write.meta.absolute_deadline == clock.now + 5000
+def test_a_rotate_of_a_session_ended_meanwhile_resurrects_nothing(engine: Engine) -> None:
+    script = Script(stored(engine, {"cart": ["apple"]}, user_id="alice"), applied=False)
+    exchange = opened(engine, script)
+    exchange.session.user_id = "alice"
+    headers = closed(exchange, script)
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert [type(op) for op in script.writes()] == [Rotate] and exchange.events == ["stale_write_refused"]
 
 
-def test_invalidate_deletes_and_expires(engine: Engine) -> None:
-    incoming, session, token = loaded(engine, {"user": "x"})
-    session.invalidate()
-    out = engine.finish(incoming, session)
-    assert out.delete == engine.digest(token) and out.write is None
-    assert dict(out.headers())["Set-Cookie"].startswith("__Host-session=;")
+def test_an_anonymous_login_keeps_the_cart_and_starts_a_new_lifetime(engine: Engine, clock: FakeClock) -> None:
+    script = Script(stored(engine, {"cart": ["apple"]}))
+    exchange = opened(engine, script)
+    exchange.session.user_id = "alice"
+    closed(exchange, script)
+    [rotate] = script.writes()
+    assert isinstance(rotate, Rotate) and dict(rotate.data) == {"cart": b'["apple"]'}
+    assert rotate.meta.created_at == clock() and rotate.meta.absolute_deadline == clock() + 5000
 
 
-def test_emptied_session_is_deleted(engine: Engine) -> None:
-    incoming, session, token = loaded(engine, {"a": 1})
-    session.clear()
-    assert engine.finish(incoming, session).delete == engine.digest(token)
+def test_a_user_switch_starts_from_empty_data(engine: Engine) -> None:
+    script = Script(stored(engine, {"note": "alice's secret"}, user_id="alice"))
+    exchange = opened(engine, script)
+    exchange.session.user_id = "bob"
+    assert dict(exchange.session) == {}
+    closed(exchange, script)
+    [rotate] = script.writes()
+    assert isinstance(rotate, Rotate) and dict(rotate.data) == {} and rotate.meta.user_id == "bob"
+    assert rotate.old_user_id == "alice"
+
+
+def test_the_same_user_logging_in_again_gets_a_new_token(engine: Engine, clock: FakeClock) -> None:
+    script = Script(stored(engine, {"cart": ["apple"]}, user_id="alice"))
+    exchange = opened(engine, script)
+    exchange.session.user_id = "alice"
+    closed(exchange, script)
+    [rotate] = script.writes()
+    assert isinstance(rotate, Rotate) and dict(rotate.data) == {"cart": b'["apple"]'}
+    assert rotate.meta.created_at == clock()
 
 
 @pytest.mark.parametrize(
-    ("advance", "meta"),
+    "logout",
+    [lambda s: s.invalidate(), lambda s: s.clear(), lambda s: setattr(s, "user_id", None)],
+    ids=["invalidate", "clear", "user_id=None"],
+)
+def test_every_logout_idiom_deletes_the_record_and_expires_the_cookie(
+    engine: Engine, logout: Callable[[Any], None]
+) -> None:
+    script = Script(stored(engine, {"cart": ["apple"]}, user_id="alice"))
+    token = new_token(32)
+    exchange = opened(engine, script, token)
+    logout(exchange.session)
+    assert exchange.session.user_id is None and dict(exchange.session) == {}
+    headers = closed(exchange, script)
+    assert script.writes() == [Delete(engine.digest(token), "alice")]
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+
+
+def test_data_written_after_a_clear_goes_to_a_new_session(engine: Engine) -> None:
+    script = Script(stored(engine, {"cart": ["apple"]}, user_id="alice"))
+    token = new_token(32)
+    exchange = opened(engine, script, token)
+    exchange.session.clear()
+    exchange.session["flash"] = "bye"
+    headers = closed(exchange, script)
+    delete, create = script.writes()
+    assert delete == Delete(engine.digest(token), "alice")
+    assert isinstance(create, Create) and create.meta.user_id is None and dict(create.data) == {"flash": b'"bye"'}
+    assert not (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+
+
+def test_a_server_error_saves_nothing(engine: Engine) -> None:
+    script = Script(stored(engine, {"cart": []}))
+    exchange = opened(engine, script)
+    exchange.session["cart"] = ["lost"]
+    assert header(closed(exchange, script, status=500), "Set-Cookie") is None
+    assert script.writes() == []
+
+
+def test_remember_gives_a_max_age_capped_by_the_current_absolute_timeout(clock: FakeClock) -> None:
+    engine = Engine(CONFIG.replace(absolute_timeout=1200), clock=clock)
+    script = Script(stored(engine, {"x": 1}, created_at=clock() - 200, absolute_deadline=clock() + 10**6))
+    exchange = opened(engine, script)
+    exchange.session.remember = True
+    headers = closed(exchange, script)
+    assert "Max-Age=1000" in (header(headers, "Set-Cookie") or "")
+    [update] = script.writes()
+    assert isinstance(update, Update) and update.remember is True
+
+
+def test_a_session_cookie_is_never_cached_by_a_shared_cache(engine: Engine) -> None:
+    script = Script()
+    exchange = opened(engine, script, header="")
+    exchange.session["x"] = 1
+    headers = closed(exchange, script, headers=[("Cache-Control", "public, max-age=3600")])
+    assert header(headers, "Cache-Control") == "no-store"
+    read = opened(engine, Script(stored(engine, {"x": 1})))
+    assert read.session["x"] == 1
+    assert header(closed(read, Script(), headers=[("Cache-Control", "max-age=60")]), "Cache-Control") == "max-age=60"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
     [
-        (1000, {}),  # idle timeout reached
-        (10, {"absolute_deadline": 1_700_000_005.0}),  # absolute timeout reached
+        (object(), "not storable"),
+        (math.nan, "NaN"),
+        ([[[[[[[[[[[]]]]]]]]]]] * 1, "deep"),
+        ("x" * 300_000, "too large"),
     ],
 )
-def test_expired_sessions_are_dropped_and_deleted(
-    engine: Engine, clock: FakeClock, advance: float, meta: dict[str, object]
-) -> None:
+def test_a_value_that_cannot_be_stored_is_a_500_and_writes_nothing(engine: Engine, value: object, reason: str) -> None:
+    if reason == "deep":
+        for _ in range(200):
+            value = [value]
+    script = Script()
+    exchange = opened(engine, script, header="")
+    exchange.session["x"] = value
+    result = run(exchange.closing(200, []), script)
+    assert isinstance(result, Answer) and result.status == 500 and script.writes() == []
+
+
+def test_a_user_id_that_cannot_be_stored_is_a_500(engine: Engine) -> None:
+    script = Script()
+    exchange = opened(engine, script, header="")
+    exchange.session.user_id = "\ud800"
+    result = run(exchange.closing(200, []), script)
+    assert isinstance(result, Answer) and result.status == 500 and script.writes() == []
+
+
+def test_an_undecodable_value_drops_the_session(engine: Engine) -> None:
     token = new_token(32)
-    record = stored(engine, {"cart": ["apple"]}, **meta)
-    clock.advance(advance)
-    incoming = engine.begin(cookie(token))
-    session = engine.open(incoming, record)
-    assert dict(session) == {} and session.new
-    out = engine.finish(incoming, session)
-    assert out.delete == engine.digest(token)
-    assert dict(out.headers())["Set-Cookie"].startswith("__Host-session=;")
+    script = Script(Record({"cart": b"{not json"}, stored(engine, {}).meta))
+    exchange = opened(engine, script, token)
+    assert dict(exchange.session) == {} and not exchange.live
+    headers = closed(exchange, script)
+    assert script.writes() == [Delete(engine.digest(token))]
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
 
 
-def test_just_inside_the_idle_timeout_is_still_alive(engine: Engine, clock: FakeClock) -> None:
-    record = stored(engine, {"a": 1})
-    clock.advance(999)
-    incoming = engine.begin(cookie(new_token(32)))
-    assert engine.open(incoming, record) == {"a": 1}
+def test_a_store_outage_is_a_503_at_the_load_and_at_the_save(engine: Engine) -> None:
+    script = Script(stored(engine, {"x": 1}))
+    script.fail = Load
+    exchange = engine.exchange(cookie(new_token(32)))
+    answer = run(exchange.opening(), script)
+    assert isinstance(answer, Answer) and answer.status == 503 and ("Retry-After", "5") in answer.headers
+    script.fail = Update
+    exchange = opened(engine, script)
+    exchange.session["x"] = 2
+    result = run(exchange.closing(200, []), script)
+    assert isinstance(result, Answer) and result.status == 503
 
 
-def test_touch_plan_follows_the_interval(engine: Engine, clock: FakeClock) -> None:
-    record = stored(engine, {"a": 1})
-    touch = engine.touch()
-    assert (touch.interval, touch.idle_timeout) == (100, 1000)
-    clock.advance(50)
-    assert not engine.touch().due(record.meta)
-    clock.advance(50)
-    assert engine.touch().due(record.meta)
-    incoming = engine.begin(cookie(new_token(32)))
-    assert engine.open(incoming, record).last_seen == clock.now
+def test_a_lock_held_elsewhere_is_a_503_busy_after_backing_off(clock: FakeClock) -> None:
+    engine = Engine(CONFIG.replace(locking=True, lock_timeout=0.2), clock=clock)
+    script = Script(stored(engine, {"x": 1}))
+    script.locked = True
+    exchange = engine.exchange(cookie(new_token(32)))
+    answer = run(exchange.opening(), script)
+    assert answer is engine.busy
+    pauses = [op for op in script.ops if isinstance(op, Pause)]
+    assert sum(p.seconds for p in pauses) == pytest.approx(0.2) and not any(isinstance(o, Load) for o in script.ops)
 
 
-def test_no_save_on_server_errors(engine: Engine) -> None:
-    incoming, session, _ = loaded(engine, {"a": 1})
-    session["a"] = 2
-    session.regenerate()
-    out = engine.finish(incoming, session, status=500)
-    assert out.write is None and "Set-Cookie" not in dict(out.headers())
+def test_a_held_lock_is_released_after_the_save(clock: FakeClock) -> None:
+    engine = Engine(CONFIG.replace(locking=True), clock=clock)
+    script = Script(stored(engine, {"x": 1}))
+    exchange = opened(engine, script)
+    assert exchange.holds_lock
+    exchange.session["x"] = 2
+    closed(exchange, script)
+    assert isinstance(script.ops[-1], ReleaseLock) and not exchange.holds_lock
 
 
-def test_update_of_a_session_deleted_meanwhile_expires_the_cookie(engine: Engine) -> None:
-    incoming, session, _ = loaded(engine, {"a": 1})
-    session["a"] = 2
-    out = engine.finish(incoming, session)
-    assert dict(out.headers(applied=False))["Set-Cookie"].startswith("__Host-session=;")
-
-
-def test_remember_sets_a_persistent_cookie_until_the_absolute_deadline(engine: Engine) -> None:
-    incoming = engine.begin(None)
-    session = engine.open(incoming, None)
-    session["a"] = 1
-    session.remember = True
-    assert "Max-Age=5000" in dict(engine.finish(incoming, session).headers())["Set-Cookie"]
-    incoming, session, token = loaded(engine, {"a": 1})
-    session.remember = True
-    out = engine.finish(incoming, session)
-    assert out.write is not None and out.write.meta.remember and out.token == token
-
-
-def test_vary_and_cache_control_respect_what_the_app_set(engine: Engine) -> None:
-    incoming = engine.begin(None)
-    session = engine.open(incoming, None)
-    session["a"] = 1
-    out = engine.finish(incoming, session)
-    names = [n for n, _ in out.headers(existing=[("Vary", "Accept-Encoding"), ("Cache-Control", "private")])]
-    assert names == ["Set-Cookie", "Vary"]
-    assert [n for n, _ in out.headers(existing=[("vary", "accept-encoding, cookie")])] == [
-        "Set-Cookie",
-        "Cache-Control",
-    ]
-
-
-def test_values_that_are_not_json_raise_a_session_error(engine: Engine) -> None:
-    incoming = engine.begin(None)
-    session = engine.open(incoming, None)
-    session["when"] = object()
-    with pytest.raises(SessionError, match="JSON"):
-        engine.finish(incoming, session)
-
-
-def test_undecodable_stored_data_starts_a_new_session(engine: Engine) -> None:
-    incoming = engine.begin(cookie(new_token(32)))
-    record = stored(engine, {})
-    record.data["a"] = b"{not json"
-    assert engine.open(incoming, record).new
-
-
-def test_engine_repr_and_incoming_repr_hide_the_token(engine: Engine) -> None:
-    token = new_token(32)
-    incoming = engine.begin(cookie(token))
-    assert token not in repr(incoming) and token not in repr(engine)
+def test_the_touch_interval_is_a_tenth_of_any_idle_timeout() -> None:
+    for idle in (2, 3.5, 10, 1800):
+        engine = Engine(SessionConfig(idle_timeout=idle, absolute_timeout=10_000))
+        assert engine.lifetime.touch_interval == pytest.approx(idle / 10)

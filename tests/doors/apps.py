@@ -82,6 +82,67 @@ def _plain(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
     return 200, "hello"
 
 
+def _race_login(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.get("cart")  # loaded before whatever the test does meanwhile
+    HOOKS["race"]()
+    s.user_id = body["user"]
+    return 200, "ok"
+
+
+def _race_regenerate(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s["admin"] = True
+    HOOKS["race"]()
+    s.regenerate()
+    return 200, "ok"
+
+
+def _clear(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    get().clear()
+    return 200, "bye"
+
+
+def _note(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s["note"] = body["note"]
+    return 200, {"note": s["note"]}
+
+
+def _whoami(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    return 200, {"user": s.user_id, "note": s.get("note"), "cart": s.get("cart", [])}
+
+
+def _many(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.update({f"k{i}": i for i in range(int(body["n"]))})
+    return 200, "ok"
+
+
+def _store(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    """Store what the test says cannot be stored: a huge value, NaN, a lone surrogate as user."""
+    s = get()
+    kind = body["kind"]
+    if kind == "huge":
+        s["blob"] = "x" * 20_000_000
+    elif kind == "nan":
+        s["x"] = float("nan")
+    elif kind == "deep":
+        deep: list[Any] = []
+        for _ in range(500):
+            deep = [deep]
+        s["x"] = deep
+    elif kind == "user":
+        s.user_id = "\ud800"
+    return 200, "stored?"
+
+
+def _cached_login(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    get().user_id = body["user"]
+    return 200, "ok"
+
+
 ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/cart"): _cart,
     ("POST", "/cart"): _add,
@@ -93,13 +154,25 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/race"): _race,
     ("POST", "/slow-add"): _slow_add,
     ("GET", "/plain"): _plain,
+    ("POST", "/race-login"): _race_login,
+    ("POST", "/race-regenerate"): _race_regenerate,
+    ("POST", "/clear"): _clear,
+    ("POST", "/note"): _note,
+    ("GET", "/whoami"): _whoami,
+    ("POST", "/many"): _many,
+    ("POST", "/store"): _store,
+    ("POST", "/cached-login"): _cached_login,
 }
 # routes that need the per-user manager: name of the manager call, and how to show its result
 MANAGED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("POST", "/everywhere"): ("revoke_all", lambda n: {"revoked": n}),
     ("GET", "/sessions"): ("list", lambda infos: [i.as_dict() for i in infos]),
+    ("POST", "/revoke"): ("revoke", lambda done: {"revoked": int(done)}),
 }
-PLAIN_HEADERS = {"/plain": {"Cache-Control": "max-age=60"}}
+PLAIN_HEADERS = {
+    "/plain": {"Cache-Control": "max-age=60"},
+    "/cached-login": {"Cache-Control": "public, max-age=3600", "Vary": "Accept-Encoding"},
+}
 
 
 def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
@@ -118,7 +191,7 @@ def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
         body = await request.json() if request.method == "POST" and await request.body() else {}
         if key in MANAGED:
             call, show = MANAGED[key]
-            status, result = 200, show(await getattr(session_manager(request), call)())
+            status, result = 200, show(await getattr(session_manager(request), call)(*body.get("args", [])))
         else:
             # handlers are sync: run them in a thread so concurrent requests really overlap
             status, result = await anyio.to_thread.run_sync(ROUTES[key], lambda: session_of(request), body)
@@ -138,7 +211,7 @@ def _wsgi_handler(
     key = (method, path)
     if key in MANAGED:
         call, show = MANAGED[key]
-        return 200, show(getattr(manager(), call)())
+        return 200, show(getattr(manager(), call)(*body.get("args", [])))
     return ROUTES[key](session, body)
 
 

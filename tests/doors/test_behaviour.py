@@ -1,7 +1,7 @@
 """The session behaviour suite, through every door (ASGI, WSGI, Flask) and on every store.
 
 Each test drives the real ASGI or WSGI interface with a sync HTTP client; the store is real
-(memory, or a private redis-server) with call counters around it.
+(memory, a SQLite file, or a private redis-server) with call counters around it.
 """
 
 from __future__ import annotations
@@ -9,162 +9,19 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from session_mw import SessionConfig
 from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
-from session_mw.stores.base import UNBOUNDED, Close, Create, Delete, Load, Record, Rotate, SessionsOf, Update
-from session_mw.stores.threaded import AsyncFromSync
+from session_mw.stores.base import Delete
 from session_mw.tokens import new_token
 from tests.conftest import FakeClock, RedisServer
 from tests.doors.apps import DOORS, HOOKS
-
-IDLE, ABSOLUTE = 1000, 5000
-COOKIE = "__Host-session"
-
-
-_KINDS = {Load: "load", Create: "write", Update: "write", Rotate: "write", Delete: "delete"}
-
-
-class Counting:
-    """A real store (sync or async) with call counters in front; it still does all the work."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.capabilities = inner.capabilities
-        self.calls: Counter[str] = Counter()
-
-    def execute(self, op: Any) -> Any:
-        kind = _KINDS.get(type(op))
-        if kind is not None:
-            self.calls[kind] += 1
-        return self.inner.execute(op)
-
-
-def live_keys(view: Store, user: str) -> list[str]:
-    return [key for key, _ in view.execute(SessionsOf(user, UNBOUNDED))]
-
-
-def stored(view: Store, key: str) -> Record | None:
-    return view.execute(Load(key, UNBOUNDED))
-
-
-@pytest.fixture(params=sorted(DOORS))
-def door(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/sessions.db"
-    return str(request.getfixturevalue("redis_url"))
-
-
-@pytest.fixture
-def config(store_url: str, key_prefix: str) -> SessionConfig:
-    return SessionConfig(
-        store_url=store_url,
-        key_prefix=key_prefix,
-        idle_timeout=IDLE,
-        absolute_timeout=ABSOLUTE,
-        touch_interval=100,
-        exclude_paths=("/assets",),
-    )
-
-
-@pytest.fixture
-def store(door: str, config: SessionConfig, clock: FakeClock) -> Counting:
-    if door == "asgi":
-        return Counting(open_async_store(config, clock=clock))
-    return Counting(open_store(config, clock=clock))
-
-
-@pytest.fixture
-def view(store: Counting, config: SessionConfig, clock: FakeClock) -> Iterator[Store]:
-    """A sync view of the same store, for assertions on what was stored."""
-    inner = store.inner
-    if isinstance(inner, AsyncFromSync):
-        yield inner.sync
-    elif _is_async(inner):  # an async Redis store: look through a sync client of the same Redis
-        s = open_store(config, clock=clock)
-        yield s
-        s.execute(Close())
-    else:
-        yield inner
-
-
-def _is_async(store: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(store.execute)
-
-
-@pytest.fixture
-def app(door: str, config: SessionConfig, store: Counting, clock: FakeClock) -> Any:
-    return DOORS[door](config, store, Engine(config, clock=clock))
-
-
-class Clients:
-    """Makes HTTP clients for the app under test, all closed at the end."""
-
-    def __init__(self, door: str, app: Any) -> None:
-        self.door, self.app = door, app
-        self._open: list[httpx.Client] = []
-
-    def new(self) -> httpx.Client:
-        client: httpx.Client
-        if self.door == "asgi":
-            # every browser shares the first TestClient's event loop (the store's connections live there)
-            first = next((c for c in self._open if isinstance(c, TestClient)), None)
-            if first is None:
-                client = TestClient(self.app, base_url="https://shop.test").__enter__()
-            else:
-                client = httpx.Client(transport=first._transport, base_url="https://shop.test")
-        else:
-            client = httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url="https://shop.test")
-        self._open.append(client)
-        return client
-
-    def close(self) -> None:
-        for c in reversed(self._open):
-            if isinstance(c, TestClient):
-                c.__exit__(None, None, None)
-            else:
-                c.close()
-
-
-@pytest.fixture
-def clients(door: str, app: Any) -> Iterator[Clients]:
-    made = Clients(door, app)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def client(clients: Clients) -> httpx.Client:
-    return clients.new()
-
-
-def token_of(response: httpx.Response) -> str | None:
-    header = response.headers.get("set-cookie")
-    if header is None:
-        return None
-    return str(header.split(";", 1)[0].split("=", 1)[1])
-
-
-def cookie(token: str) -> dict[str, str]:
-    return {"cookie": f"{COOKIE}={token}"}
+from tests.doors.harness import ABSOLUTE, COOKIE, IDLE, Clients, Counting, cookie, live_keys, stored, token_of
 
 
 def test_anonymous_reader_gets_no_session(client: httpx.Client, store: Counting) -> None:

@@ -169,7 +169,7 @@ def test_scripts_flushed_or_lost_by_a_restart_are_reloaded(
 
 def _server_says(server: RedisServer, *command: str) -> None:
     client = redis.Redis(port=server.port)
-    client.execute_command(*command)
+    client.execute_command(*command)  # type: ignore[no-untyped-call]
     client.close()
 
 
