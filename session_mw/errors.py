@@ -26,3 +26,11 @@ class StoreUnavailable(StoreError):
 
 class SessionConflict(SessionError):
     """The session was changed or removed by another request while this one ran."""
+
+
+class ValueNotStorable(SessionError, TypeError):
+    """A session value has no canonical JSON encoding. The message says why, never what the value was."""
+
+
+class ValueNotDecodable(SessionError, ValueError):
+    """Stored bytes are not a value session_mw could have written: bad UTF-8 or JSON, NaN, too deep."""
