@@ -64,9 +64,9 @@ def _no_constants(name: str) -> Any:
 _ENCODER = _Encoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constants)
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_INNERMOST = re.compile(rb"[\[{][\]}]")
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_SQUARE = bytes.maketrans(b"{}", b"[]")  # only how deep, not which kind, matters
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_TOO_MANY_OPEN = b"[" * (MAX_DEPTH + 1)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} lists and dicts"
@@ -76,9 +76,16 @@ def _within_depth(text: bytes) -> bool:
     """Whether JSON ``text`` nests at most ``MAX_DEPTH`` arrays and objects (in C-speed passes)."""
     if len(text) <= 2 * MAX_DEPTH or text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
         return True  # too few brackets to be too deep, wherever they stand
-    skeleton = _STRING.sub(b"", text).translate(None, _NOT_BRACKET)
+    if b"\\" in text:  # without escaped backslashes, then escaped quotes, every quote delimits a string
+        text = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Brackets and quotes only; dropping two adjacent quotes moves nothing in or out of a string.
+    skeleton = text.translate(_SQUARE, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in skeleton:  # some strings hold brackets: keep what lies between strings
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    if _TOO_MANY_OPEN in skeleton:
+        return False
     for _ in range(MAX_DEPTH):
-        skeleton = _INNERMOST.sub(b"", skeleton)  # each pass removes one level: every innermost container
+        skeleton = skeleton.replace(b"[]", b"")  # one level per pass: each innermost pair
         if not skeleton:
             return True
     return False
