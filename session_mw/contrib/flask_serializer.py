@@ -60,10 +60,10 @@ class FlaskSerializer:
     def _needs_tags(self, value: Any, room: int) -> bool:
         """Whether Flask's tagger would change ``value`` beyond escaping tag-like dict keys.
 
-        Follows the tagger's own order of checks. Past ``room`` levels it gives up: the plain
-        encoder then refuses the value as too deep.
+        Follows the tagger's own order of checks. It gives up on a container past ``room``
+        levels: the plain encoder then refuses the value as too deep.
         """
-        if type(value) in _NEVER_TAGGED or room == 0:
+        if type(value) in _NEVER_TAGGED:
             return False
         for tag in self._tagger.order:
             if tag.check(value):
@@ -72,6 +72,8 @@ class FlaskSerializer:
             return False  # nothing Flask tags: the plain encoder accepts or refuses it
         if not isinstance(tag, _CONTAINER_TAGS):
             return True
+        if room == 0:
+            return False  # a container too deep: the plain encoder refuses it
         items = value.values() if isinstance(value, dict) else value
         return any(self._needs_tags(item, room - 1) for item in items)
 
