@@ -33,11 +33,11 @@ class SessionBusy(SessionConflict):
 
 
 class ValueNotStorable(SessionError, TypeError):
-    """A session value (or the user id) cannot be stored; the message names why, never the value."""
+    """A session value (or the user id) has no canonical encoding. The message says why, never what the value was."""
 
 
 class ValueNotDecodable(SessionError, ValueError):
-    """Stored bytes do not decode to a session value."""
+    """Stored bytes are not a value session_mw could have written: bad UTF-8 or JSON, NaN, too deep."""
 
 
 class SessionTooLarge(SessionError, ValueError):

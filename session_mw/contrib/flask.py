@@ -23,7 +23,6 @@ from typing import Any
 
 from flask import Flask, Request, Response, current_app
 from flask import request as flask_request
-from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 
 from ..config import SessionConfig
@@ -35,6 +34,7 @@ from ..stores import open_store
 from ..stores.base import Store
 from ..wsgi import SESSION_KEY, STATE_KEY, WSGISessionMiddleware
 from ..wsgi import session_manager as _environ_manager
+from .flask_serializer import FlaskSerializer
 
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
 _PREFIX = "SESSION_MW_"
@@ -51,47 +51,6 @@ class FlaskSession(Session, SessionMixin):
     @permanent.setter
     def permanent(self, value: bool) -> None:
         self.remember = value
-
-
-class FlaskSerializer:
-    """Plain JSON for plain values; Flask's tagged JSON for what plain JSON cannot carry.
-
-    ``Markup`` (flashed HTML), ``bytes`` and datetimes come back as they went in. Plain values
-    (str, numbers, lists, dicts) encode exactly as in the ASGI door, so a FastAPI app and a
-    Flask app share sessions on one store; tuples come back as lists, as in any JSON session.
-    """
-
-    _TAGGED_MARK = b'{" '  # how every tagged value (and only a tagged or escaped one) begins
-
-    def __init__(self) -> None:
-        self._tagged = TaggedJSONSerializer()
-        try:
-            import orjson
-        except ImportError:  # without orjson, always the tagged encoding
-            self._orjson: Any = None
-        else:
-            self._orjson = orjson
-            self._options = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
-
-    def dumps(self, value: Any) -> bytes:
-        if self._orjson is not None:
-            try:
-                plain: bytes = self._orjson.dumps(value, option=self._options, default=_not_plain)
-            except TypeError:
-                pass
-            else:
-                if self._TAGGED_MARK not in plain:
-                    return plain
-        return self._tagged.dumps(value).encode()
-
-    def loads(self, data: bytes) -> Any:
-        if self._orjson is not None and self._TAGGED_MARK not in data:
-            return self._orjson.loads(data)
-        return self._tagged.loads(data.decode())
-
-
-def _not_plain(value: Any) -> Any:
-    raise TypeError("needs the tagged encoding")
 
 
 def config_from_flask(app_config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> SessionConfig:
