@@ -346,7 +346,8 @@ class Exchange:
             return _Decision(tuple(ops), cookie, conditional=rotate)
         if not session.accessed:
             return _Decision(tuple(ops), None)
-        changed, removed = self._encode(session.changes)
+        loads = self.engine.serializer.loads
+        changed, removed = self._encode(lambda dumps: session.changes(dumps, loads))
         remember = session._remember if session._remember != meta.remember else None
         if not (changed or removed or remember is not None):
             return _Decision(tuple(ops), None)

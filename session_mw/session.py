@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .serializers import TAGGED_PREFIX
+
 _MISSING: Any = object()
 
 
@@ -296,11 +298,13 @@ class Session(dict[str, Any]):
 
     # -- for the engine ------------------------------------------------------------
 
-    def changes(self, dumps: Any) -> tuple[dict[str, bytes], tuple[str, ...]]:
+    def changes(self, dumps: Any, loads: Any = None) -> tuple[dict[str, bytes], tuple[str, ...]]:
         """Encodings of the keys that differ from what was loaded, and the keys removed.
 
         Without a mutator call only a list or dict value can have changed (in place), so a
-        read-only request re-encodes just those.
+        read-only request re-encodes just those. A value another door tagged (Flask's Markup,
+        say) that this door reads as plain data is unchanged if it still decodes alike: a
+        read never strips another door's tags.
         """
         loaded = self._loaded
         changed = {}
@@ -308,8 +312,13 @@ class Session(dict[str, Any]):
         for key, value in dict.items(self):
             if everything or isinstance(value, (list, dict)):
                 encoded = dumps(value)
-                if loaded.get(key) != encoded:
-                    changed[key] = encoded
+                before = loaded.get(key)
+                if before == encoded:
+                    continue
+                if loads is not None and before is not None and before[:2] == TAGGED_PREFIX:
+                    if dumps(loads(before)) == encoded:
+                        continue
+                changed[key] = encoded
         if not everything:
             return changed, ()
         removed = tuple(k for k in loaded if not dict.__contains__(self, k))

@@ -214,3 +214,35 @@ def test_flask_session_reads_what_flask_wrote() -> None:
     client = app.test_client()
     client.post("/")
     assert client.get("/").get_data(as_text=True) == "datetime tuple <b>b</b>"
+
+
+def test_a_read_through_another_door_never_strips_flasks_tags() -> None:
+    """Flask flashes a Markup; a plain door reads the session (re-encoding list values); Flask still
+    gets its Markup back, as a Markup."""
+    from flask import flash, get_flashed_messages
+
+    store = MemoryStore()
+    app = Flask(__name__)
+    FlaskSessions(app, store=store)
+
+    @app.post("/")
+    def write() -> str:
+        flash(Markup("<b>saved</b>"))
+        return "ok"
+
+    @app.get("/")
+    def read() -> str:
+        [message] = get_flashed_messages()
+        return f"{type(message).__name__} {message}"
+
+    def reader(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        seen = repr(dict(session_of(environ)))  # reads every value: lists are re-encoded and compared
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [seen.encode()]
+
+    flask_client = app.test_client(use_cookies=False)
+    cookie = flask_client.post("/").headers["Set-Cookie"].split(";")[0]
+    plain = Client(WSGISessionMiddleware(reader, store=store), use_cookies=False).get("/", headers={"Cookie": cookie})
+    assert b"_flashes" in plain.get_data()
+    assert plain.status_code == 200 and "Set-Cookie" not in plain.headers
+    assert flask_client.get("/", headers={"Cookie": cookie}).get_data(as_text=True) == "Markup <b>saved</b>"
