@@ -315,9 +315,9 @@ class Session(dict[str, Any]):
                 before = loaded.get(key)
                 if before == encoded:
                     continue
-                if loads is not None and before is not None and before[:2] == TAGGED_PREFIX:
-                    if dumps(loads(before)) == encoded:
-                        continue
+                tagged_elsewhere = loads is not None and before is not None and before[:2] == TAGGED_PREFIX
+                if tagged_elsewhere and dumps(loads(before)) == encoded:
+                    continue
                 changed[key] = encoded
         if not everything:
             return changed, ()
