@@ -155,7 +155,7 @@ def test_prefixed_env_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_flask_values_round_trip_with_their_types(value: Any) -> None:
-    from session_mw.contrib.flask import FlaskSerializer
+    from session_mw.contrib.flask_serializer import FlaskSerializer
 
     s = FlaskSerializer()
     back = s.loads(s.dumps(value))
@@ -163,7 +163,7 @@ def test_flask_values_round_trip_with_their_types(value: Any) -> None:
 
 
 def test_plain_values_encode_as_in_the_asgi_door() -> None:
-    from session_mw.contrib.flask import FlaskSerializer
+    from session_mw.contrib.flask_serializer import FlaskSerializer
     from session_mw.serializers import default_serializer
 
     value = {"cart": ["apple", "pear"], "n": 3}
