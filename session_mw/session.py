@@ -9,7 +9,7 @@ one loaded, so ``session["cart"].append(x)`` is saved with no extra ceremony.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .serializers import TAGGED_PREFIX
 
@@ -288,9 +288,11 @@ class Session(dict[str, Any]):
             raise TypeError("session keys must be str")
         dict.update(self, incoming)
 
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
-        self.update(other)
-        return self
+    if not TYPE_CHECKING:  # typed as dict's own; typeshed's overloads admit no override
+
+        def __ior__(self, other):
+            self.update(other)  # so ``session |= {...}`` is tracked like ``update``
+            return self
 
     def clear(self) -> None:
         """Empty the session completely, login included: the Flask and Starlette logout idiom."""

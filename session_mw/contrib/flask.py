@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Request, Response, current_app
 from flask import request as flask_request
@@ -38,7 +38,7 @@ from .flask_serializer import FlaskSerializer
 
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
 _PREFIX = "SESSION_MW_"
-_DEFAULT_IDLE: int = next(f.default for f in fields(SessionConfig) if f.name == "idle_timeout")  # type: ignore[assignment]
+_DEFAULT_IDLE: float = SessionConfig().idle_timeout
 
 
 class FlaskSession(Session, SessionMixin):
@@ -136,7 +136,7 @@ class FlaskSessions:
         engine = Engine(config, serializer=FlaskSerializer(), session_class=FlaskSession)
         store = self._store if self._store is not None else open_store(config)
         middleware = WSGISessionMiddleware(app.wsgi_app, config, store=store, engine=engine)
-        app.wsgi_app = middleware  # type: ignore[method-assign]
+        cast(Any, app).wsgi_app = middleware  # Flask's documented way to add WSGI middleware
         app.session_interface = ServerSideSessionInterface(middleware)
         app.register_error_handler(StoreUnavailable, _session_failure)
         app.register_error_handler(SessionBusy, _session_failure)
@@ -161,9 +161,9 @@ def session_manager() -> SessionManager:
 
 def current_session() -> FlaskSession:
     """``flask.session`` typed as our session (for ``user_id``, ``regenerate()``, ``invalidate()``)."""
-    from flask import session
+    from flask.globals import request_ctx
 
-    obj = session._get_current_object()  # type: ignore[attr-defined]
+    obj = request_ctx.session  # the object behind the flask.session proxy
     if not isinstance(obj, FlaskSession):
         raise RuntimeError("FlaskSessions must be initialised on this app to use the server-side session")
     return obj

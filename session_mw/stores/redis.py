@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from ..errors import ConfigError, StoreUnavailable
 from ..stepping import Plan, run, run_async
@@ -53,6 +53,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the Redis store needs the redis extra: pip install 'session_mw[redis]'") from exc
 
+_Store = TypeVar("_Store", bound="RedisPlans")
 _META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i")
 _DATA = b"k:"
 #: Redis keeps an expired-looking key a little longer than the rule says: the TTL only
@@ -271,11 +272,37 @@ class RedisPlans:
 
     capabilities = frozenset({LOCKS})
 
-    def __init__(self, client: Any, prefix: str, clock: Callable[[], float]) -> None:
+    client_class: ClassVar[Any]
+
+    def __init__(self, client: Any, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.prefix = prefix
         self.clock = clock
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+
+    @classmethod
+    def from_url(
+        cls: type[_Store],
+        url: str,
+        prefix: str = "session_mw:",
+        connect_timeout: float = 2.0,
+        timeout: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> _Store:
+        client = cls.client_class.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
+        return cls(client, prefix, clock=clock)
+
+    def _send(self, call: Script | Commands) -> Any:
+        """One round trip: its reply, or (asyncio client) the awaitable of its reply."""
+        if isinstance(call, Script):
+            return self._scripts[call.name](keys=call.keys, args=call.args)
+        if call is DISCONNECT:
+            return self._disconnect()
+        return self._pipeline(call).execute(raise_on_error=False)
+
+    def _disconnect(self) -> Any:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prefix={self.prefix!r})"
@@ -470,60 +497,22 @@ log = logging.getLogger("session_mw")
 class RedisStore(RedisPlans):
     """The sync store, over ``redis.Redis``."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time):
-        super().__init__(client, prefix, clock)
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        prefix: str = "session_mw:",
-        connect_timeout: float = 2.0,
-        timeout: float = 2.0,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> RedisStore:
-        client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
-        return cls(client, prefix, clock=clock)
+    client_class = redis.Redis
 
     def execute(self, op: Op[R]) -> R:
-        return run(self.plan(op), self._round_trip)
+        return run(self.plan(op), self._send)
 
-    def _round_trip(self, call: Script | Commands) -> Any:
-        if isinstance(call, Script):
-            return self._scripts[call.name](keys=call.keys, args=call.args)
-        if call is DISCONNECT:
-            return self.client.close()
-        return self._pipeline(call).execute(raise_on_error=False)
+    def _disconnect(self) -> Any:
+        return self.client.close()
 
 
 class AsyncRedisStore(RedisPlans):
-    """The asyncio store, over ``redis.asyncio.Redis``; the same plans as ``RedisStore``."""
+    """The asyncio store, over ``redis.asyncio.Redis``; the same plans, the same round trips, awaited."""
 
-    def __init__(
-        self, client: redis.asyncio.Redis, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time
-    ):
-        super().__init__(client, prefix, clock)
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        prefix: str = "session_mw:",
-        connect_timeout: float = 2.0,
-        timeout: float = 2.0,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> AsyncRedisStore:
-        client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
-        return cls(client, prefix, clock=clock)
+    client_class = redis.asyncio.Redis
 
     async def execute(self, op: Op[R]) -> R:
-        return await run_async(self.plan(op), self._round_trip)
+        return await run_async(self.plan(op), self._send)
 
-    async def _round_trip(self, call: Script | Commands) -> Any:
-        if isinstance(call, Script):
-            return await self._scripts[call.name](keys=call.keys, args=call.args)
-        if call is DISCONNECT:
-            return await self.client.aclose()
-        return await self._pipeline(call).execute(raise_on_error=False)
+    def _disconnect(self) -> Any:
+        return self.client.aclose()
