@@ -7,7 +7,6 @@ Each test drives the real ASGI or WSGI interface with a sync HTTP client; the st
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -227,7 +226,7 @@ def test_locking_serializes_the_requests_of_one_session(
 
         def add(tab: httpx.Client, item: str) -> int:
             barrier.wait()
-            return tab.post("/slow-add", json={"item": item, "sleep": 0.3}, headers=cookie(token)).status_code
+            return tab.post("/slow-add", json={"item": item, "sleep": 0.1}, headers=cookie(token)).status_code
 
         with ThreadPoolExecutor(len(tabs)) as pool:
             statuses = list(pool.map(add, tabs, ["a", "b", "c"]))
@@ -249,10 +248,18 @@ def test_a_lock_held_too_long_gives_503_busy(door: str, store_url: str, key_pref
         first, second = made.new(), made.new()
         token = token_of(first.post("/cart", json={"item": "first"}))
         assert token
+        inside, go_on = threading.Event(), threading.Event()
+
+        def hold() -> None:  # the first request holds the lock until the second has given up
+            inside.set()
+            assert go_on.wait(10)
+
+        HOOKS["race"] = hold
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(first.post, "/slow-add", json={"item": "x", "sleep": 1.0}, headers=cookie(token))
-            time.sleep(0.3)
+            slow = pool.submit(first.post, "/race", json={"item": "x"}, headers=cookie(token))
+            assert inside.wait(10)
             r = second.get("/cart", headers=cookie(token))
+            go_on.set()
             assert r.status_code == 503 and r.text.startswith("Session busy") and r.headers["retry-after"] == "5"
             assert slow.result().status_code == 200
         assert second.get("/cart", headers=cookie(token)).json()["cart"] == ["first", "x"]

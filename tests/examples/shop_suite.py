@@ -349,10 +349,44 @@ class ShopContract:
 
     def test_switching_user_regenerates_the_id(self, browser: Browser, make_browser: MakeBrowser) -> None:
         browser.login("alice", "wonderland")
+        browser.add("alices-secret-item")
         as_alice = browser.token
         browser.login("bob", "builder")
         assert browser.token != as_alice and browser.me() == "bob"
+        assert browser.cart() == []  # a different user starts from an empty cart
         assert make_browser(token=as_alice).me() is None
+
+    def test_the_same_user_logging_in_again_gets_a_new_id(self, browser: Browser, make_browser: MakeBrowser) -> None:
+        browser.login()
+        browser.add("apple")
+        first = browser.token
+        browser.login()
+        assert browser.token is not None and browser.token != first
+        assert browser.me() == "alice" and browser.cart() == ["apple"]
+        assert make_browser(token=first).me() is None
+
+    def test_revoke_one_of_my_sessions_but_never_someone_elses(self, make_browser: MakeBrowser) -> None:
+        laptop, phone, bob = (
+            make_browser("Laptop/1.0 (revoke)"),
+            make_browser("Phone/2.0 (revoke)"),
+            make_browser("Bob/1.0"),
+        )
+        laptop.login()
+        phone.login()
+        bob.login("bob", "builder")
+        [bobs] = [s for s in bob.get("/api/sessions").json()["sessions"] if s["current"]]
+        assert bob.token is not None and bobs["id"] not in bob.token
+        for stranger in (bobs["id"], "0" * 16, "", 5, None):
+            response = laptop.post("/api/sessions/revoke", json={"id": stranger})
+            assert response.status_code == 404, stranger
+        assert bob.me() == "bob"
+        phones = next(
+            s for s in laptop.get("/api/sessions").json()["sessions"] if s["user_agent"] == "Phone/2.0 (revoke)"
+        )
+        response = laptop.post("/api/sessions/revoke", json={"id": phones["id"]})
+        assert response.status_code == 200 and response.json() == {"revoked": 1}
+        assert phone.me() is None and laptop.me() == "alice"
+        assert make_browser().post("/api/sessions/revoke", json={"id": phones["id"]}).status_code == 401
 
     @pytest.mark.parametrize(
         "form",

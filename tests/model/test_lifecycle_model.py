@@ -40,7 +40,7 @@ IDLE, ABSOLUTE = 100.0, 400.0
 CONFIG = SessionConfig(idle_timeout=IDLE, absolute_timeout=ABSOLUTE, cookie_secure=True)
 USERS = ("alice", "bob", "carol")
 BROWSERS = 2
-EXAMPLES = int(os.environ.get("SESSION_MW_MODEL_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SESSION_MW_MODEL_EXAMPLES", "100"))
 
 
 KEYS = st.sampled_from(["cart", "note", "n"])
