@@ -356,3 +356,33 @@ def test_unreachable_redis_exits_3(command: list[str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     line = one_line_error(cli(*command, "--store-url", url), 3)
     assert "store unavailable" in line and f"Redis at 127.0.0.1:{url.split(':')[2].split('/')[0]}" in line
+
+
+# -- undecodable records: absent for the CLI too, never a traceback --------------------------
+
+
+def test_sqlite_a_bad_record_never_breaks_list_revoke_or_gc(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, store, people = sqlite_db
+    bad, good = people.alice
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE sessions SET created_at = 'soon' WHERE digest = ?", (bad,))
+    conn.close()
+    rows = json.loads(cli("list", "--user", "alice", "--json", "--store-url", url).out)
+    assert [r["digest_prefix"] for r in rows] == [good[:16]]
+    result = cli("revoke", "--user", "alice", "--store-url", url)
+    assert result.code == 0 and "revoked 1 session" in result.out
+    assert cli("gc", "--store-url", url).code == 0
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+
+
+def test_redis_a_bad_record_never_breaks_list_or_revoke(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
+    opts, store, people = redis_pop
+    bad, good = people.alice
+    raw = redis.Redis.from_url(opts[1])
+    raw.delete(f"{store.prefix}s:{bad}")
+    raw.set(f"{store.prefix}s:{bad}", "not a hash")
+    raw.close()
+    rows = json.loads(cli("list", "--user", "alice", "--json", *opts).out)
+    assert [r["digest_prefix"] for r in rows] == [good[:16]]
+    result = cli("revoke", "--user", "alice", *opts)
+    assert result.code == 0 and "revoked 1 session" in result.out
