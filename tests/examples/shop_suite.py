@@ -252,15 +252,14 @@ BAD_CART_BODIES: dict[str, tuple[bytes, str]] = {
 # -- the contract ----------------------------------------------------------------------
 
 
-class ShopContract:
-    """Every contract test; a ``Test...`` subclass names the shop (``kind``) to run them on."""
+class ShopFixtures:
+    """A running shop per store (``shop``, given by each suite), and browsers on it."""
 
     kind: ClassVar[Kind]
     workers_on_redis: ClassVar[int] = 1  # a memory store lives in one process: always 1 worker there
 
-    @pytest.fixture(scope="class", params=["memory", "sqlite", "redis"])
     @classmethod
-    def shop(cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    def _serve(cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         redis_url: str | None = request.getfixturevalue("redis_url") if request.param == "redis" else None
         workers = {"memory": 1, "sqlite": 2, "redis": cls.workers_on_redis}[request.param]
         folder = tmp_path_factory.mktemp(f"{cls.kind}-{request.param}")
@@ -286,6 +285,15 @@ class ShopContract:
         yield make
         for b in made:
             b.close()
+
+
+class ShopContract(ShopFixtures):
+    """Every contract test; a ``Test...`` subclass names the shop (``kind``) to run them on."""
+
+    @pytest.fixture(scope="class", params=["memory", "sqlite", "redis"])
+    @classmethod
+    def shop(cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+        yield from cls._serve(request, tmp_path_factory)
 
     # -- anonymous visitors ----------------------------------------------------------------
 
@@ -388,31 +396,6 @@ class ShopContract:
         assert phone.me() is None and laptop.me() == "alice"
         assert make_browser().post("/api/sessions/revoke", json={"id": phones["id"]}).status_code == 401
 
-    @pytest.mark.parametrize(
-        "form",
-        [
-            {"username": "alice", "password": "builder"},
-            {"username": "mallory", "password": "wonderland"},
-            {"username": "alice", "password": ""},
-            {"username": "alice"},
-            {},
-        ],
-        ids=["wrong-password", "unknown-user", "empty-password", "no-password", "no-fields"],
-    )
-    def test_bad_login_changes_nothing(self, browser: Browser, form: dict[str, str]) -> None:
-        browser.add("pear")
-        before = browser.token
-        response = browser.post("/login", data=form)
-        assert response.status_code == 401
-        assert response.headers["content-type"].startswith("text/html")
-        assert LOGIN_FORM in response.text
-        if "username" in form:
-            assert "Wrong username or password." in response.text
-        assert session_cookies(response) == []
-        assert browser.token == before
-        assert browser.me() is None
-        assert browser.cart() == ["pear"]
-
     def test_bad_login_without_a_session_creates_none(self, browser: Browser) -> None:
         response = browser.login("alice", "nope")
         assert response.status_code == 401 and "set-cookie" not in response.headers
@@ -492,17 +475,6 @@ class ShopContract:
         assert "checkout is unlocked" in browser.get("/").text
         assert make_browser(token=before).me() is None
 
-    @pytest.mark.parametrize(
-        ("body", "status"),
-        [(b"{oops", 400), (b"[]", 400), (b"{}", 422), (b'{"password": 1}', 422)],
-    )
-    def test_elevate_rejects_bad_input(self, browser: Browser, body: bytes, status: int) -> None:
-        browser.login()
-        before = browser.token
-        response = browser.post("/api/elevate", content=body, headers={"Content-Type": "application/json"})
-        assert response.status_code == status and "error" in response.json()
-        assert browser.token == before and browser.me() == "alice"
-
     # -- logout ----------------------------------------------------------------------------
 
     def test_logout_destroys_the_session(self, browser: Browser, make_browser: MakeBrowser) -> None:
@@ -555,17 +527,6 @@ class ShopContract:
         assert response.status_code == 401
         browser.token = token
         assert browser.me() == "alice"  # the session itself is intact
-
-    @pytest.mark.parametrize("body, content_type", list(BAD_CART_BODIES.values()), ids=list(BAD_CART_BODIES))
-    def test_bad_cart_input_is_a_client_error(self, browser: Browser, body: bytes, content_type: str) -> None:
-        response = browser.post("/api/cart", content=body, headers={"Content-Type": content_type})
-        assert 400 <= response.status_code < 500
-        assert isinstance(response.json()["error"], str)
-        assert "set-cookie" not in response.headers  # nothing was stored
-        browser.add("apple")
-        response = browser.post("/api/cart", content=body, headers={"Content-Type": content_type})
-        assert 400 <= response.status_code < 500
-        assert browser.cart() == ["apple"]
 
     def test_item_limits(self, browser: Browser) -> None:
         assert browser.add("a" * 64) == ["a" * 64]
@@ -651,3 +612,59 @@ class ShopContract:
                 # the whole cart) a session written by one worker was read and extended by the other
                 assert len(workers()) == 2, server.served_by(agent)
         assert "Traceback" not in server.log_text()
+
+
+class ShopInputs(ShopFixtures):
+    """The shops' answers to bad input: about the app, not the store, so on one store only."""
+
+    @pytest.fixture(scope="class", params=["memory"])
+    @classmethod
+    def shop(cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+        yield from cls._serve(request, tmp_path_factory)
+
+    @pytest.mark.parametrize(
+        "form",
+        [
+            {"username": "alice", "password": "builder"},
+            {"username": "mallory", "password": "wonderland"},
+            {"username": "alice", "password": ""},
+            {"username": "alice"},
+            {},
+        ],
+        ids=["wrong-password", "unknown-user", "empty-password", "no-password", "no-fields"],
+    )
+    def test_bad_login_changes_nothing(self, browser: Browser, form: dict[str, str]) -> None:
+        browser.add("pear")
+        before = browser.token
+        response = browser.post("/login", data=form)
+        assert response.status_code == 401
+        assert response.headers["content-type"].startswith("text/html")
+        assert LOGIN_FORM in response.text
+        if "username" in form:
+            assert "Wrong username or password." in response.text
+        assert session_cookies(response) == []
+        assert browser.token == before
+        assert browser.me() is None
+        assert browser.cart() == ["pear"]
+
+    @pytest.mark.parametrize(
+        ("body", "status"),
+        [(b"{oops", 400), (b"[]", 400), (b"{}", 422), (b'{"password": 1}', 422)],
+    )
+    def test_elevate_rejects_bad_input(self, browser: Browser, body: bytes, status: int) -> None:
+        browser.login()
+        before = browser.token
+        response = browser.post("/api/elevate", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == status and "error" in response.json()
+        assert browser.token == before and browser.me() == "alice"
+
+    @pytest.mark.parametrize("body, content_type", list(BAD_CART_BODIES.values()), ids=list(BAD_CART_BODIES))
+    def test_bad_cart_input_is_a_client_error(self, browser: Browser, body: bytes, content_type: str) -> None:
+        response = browser.post("/api/cart", content=body, headers={"Content-Type": content_type})
+        assert 400 <= response.status_code < 500
+        assert isinstance(response.json()["error"], str)
+        assert "set-cookie" not in response.headers  # nothing was stored
+        browser.add("apple")
+        response = browser.post("/api/cart", content=body, headers={"Content-Type": content_type})
+        assert 400 <= response.status_code < 500
+        assert browser.cart() == ["apple"]

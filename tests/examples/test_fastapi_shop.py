@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.examples.shop_suite import ShopContract, check_outage_inside_a_handler, hide_session_mw_env
+from tests.examples.shop_suite import ShopContract, ShopInputs, check_outage_inside_a_handler, hide_session_mw_env
 
 
 class TestFastAPIShop(ShopContract):
+    kind = "fastapi"
+
+
+class TestFastAPIShopInputs(ShopInputs):
     kind = "fastapi"
 
 

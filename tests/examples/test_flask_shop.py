@@ -15,12 +15,16 @@ import pytest
 from session_mw import StoreUnavailable
 from session_mw.stores.base import Op, R, SessionsOf
 from session_mw.stores.memory import MemoryStore
-from tests.examples.shop_suite import ShopContract, check_outage_inside_a_handler, hide_session_mw_env
+from tests.examples.shop_suite import ShopContract, ShopInputs, check_outage_inside_a_handler, hide_session_mw_env
 
 
 class TestFlaskShop(ShopContract):
     kind = "flask"
     workers_on_redis = 2
+
+
+class TestFlaskShopInputs(ShopInputs):
+    kind = "flask"
 
 
 class FlakyStore(MemoryStore):
