@@ -116,7 +116,8 @@ class SessionMiddleware:
                 raise
             await _send_answer(scope, send, answer)
         finally:
-            await driver.run(exchange.releasing())  # a no-op unless the app failed before its response
+            if exchange.holds_lock:  # the app failed before its response started
+                await driver.run(exchange.releasing())
 
     def _lifespan(self, send: Send) -> Send:
         """Check the store when the app reports its start-up, close it at shutdown."""

@@ -112,6 +112,7 @@ class Engine:
         self.serializer = serializer or default_serializer()
         self.session_class = session_class
         self.cookies = CookieRules(config)
+        self.expire_cookie = self.cookies.expire_cookie()  # the same for every response: built once
         self.digest = Digester(config.digest_key)
         self.lifetime = Lifetime(
             float(config.idle_timeout), float(config.absolute_timeout), float(config.effective_touch_interval)
@@ -284,12 +285,13 @@ class Exchange:
             answer = engine.answer_for(exc)
             assert answer is not None
             return answer
-        yield from self.releasing()
+        if self._held:
+            yield from self.releasing()
         cookie = decision.cookie
         if not applied:
             self.events.append("stale_write_refused")
             security_log.warning("stale write refused: the session ended while this request ran")
-            cookie = engine.cookies.expire_cookie()
+            cookie = engine.expire_cookie
         return self._headers(headers, cookie)
 
     def _headers(self, headers: Headers, cookie: str | None) -> Headers:
@@ -318,12 +320,15 @@ class Exchange:
         session = self.session
         cookies = self.engine.cookies
         if session.pending:  # a lazy session the app never used: nothing was loaded
-            return _Decision((), None)
+            return _NOTHING
+        plain = self.meta is not None and not (self.corrupt or session.invalidated or session.regenerate_requested)
+        if plain and (not session.accessed or status >= 500):
+            return _NOTHING  # the common cases: a live session the app did not use, or a failed request
         ops: list[Op[Any]] = []
         if self.corrupt:
             assert self.key is not None
             ops.append(Delete(self.key))
-        expire = cookies.expire_cookie() if self.presented else None
+        expire = self.engine.expire_cookie if self.presented else None
         if status >= 500:
             return _Decision(tuple(ops), None)  # the app failed: save nothing
         meta = self.meta
@@ -430,10 +435,18 @@ class Exchange:
             raise ValueNotStorable(f"a session value cannot be stored as JSON: {type(exc).__name__}") from None
 
 
-@dataclass(frozen=True, slots=True)
 class _Decision:
-    """What ``closing`` writes, the Set-Cookie it sends, and the write whose refusal expires the cookie."""
+    """What ``closing`` writes, the Set-Cookie it sends, and the write whose refusal expires the cookie.
 
-    ops: tuple[Op[Any], ...]
-    cookie: str | None
-    conditional: Op[Any] | None = None
+    A plain slotted class, not a frozen dataclass: one is built per request.
+    """
+
+    __slots__ = ("conditional", "cookie", "ops")
+
+    def __init__(self, ops: tuple[Op[Any], ...], cookie: str | None, conditional: Op[Any] | None = None) -> None:
+        self.ops = ops
+        self.cookie = cookie
+        self.conditional = conditional
+
+
+_NOTHING = _Decision((), None)

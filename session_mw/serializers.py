@@ -226,7 +226,8 @@ class FastJSONSerializer(JSONSerializer):
 
     def loads(self, data: bytes) -> Any:
         body = data[len(TAGGED_PREFIX) :] if data.startswith(TAGGED_PREFIX) else data
-        if _LONG_RUN not in body.translate(_DIGITS_AS_ZERO):  # orjson reads ints past 64 bits as floats
+        # orjson reads ints past 64 bits as floats: those need 19 digits in a row, so short text has none
+        if len(body) < len(_LONG_RUN) or _LONG_RUN not in body.translate(_DIGITS_AS_ZERO):
             try:
                 value = self._loads(body)
             except self._decode_error:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from ..errors import StoreError
 
@@ -180,9 +180,13 @@ UNBOUNDED = Lifetime(math.inf, math.inf, math.inf)
 
 
 class Op(Generic[R]):
-    """A store operation whose result is an ``R``; ``Store.execute`` runs it."""
+    """A store operation whose result is an ``R``; ``Store.execute`` runs it.
+
+    ``handler`` names the method a ``Dispatching`` store runs it with.
+    """
 
     __slots__ = ()
+    handler: ClassVar[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,8 @@ class Load(Op["Record | None"]):
     ``WouldBlock`` rather than wait for another writer.
     """
 
+    handler: ClassVar[str] = "on_load"
+
     key: str
     lifetime: Lifetime
     wait: bool = True
@@ -201,6 +207,8 @@ class Load(Op["Record | None"]):
 @dataclass(frozen=True, slots=True)
 class Create(Op[None]):
     """A new session under a fresh ``key`` (a digest of a token minted for it)."""
+
+    handler: ClassVar[str] = "on_create"
 
     key: str
     meta: Meta
@@ -211,6 +219,8 @@ class Create(Op[None]):
 @dataclass(frozen=True, slots=True)
 class Update(Op[bool]):
     """Changed and removed app keys of a live session, plus a touch; applied only if ``key`` is live."""
+
+    handler: ClassVar[str] = "on_update"
 
     key: str
     lifetime: Lifetime
@@ -226,6 +236,8 @@ class Rotate(Op[bool]):
     ``old_user_id`` is the user whose index lists ``old_key`` (the Redis index drops it).
     """
 
+    handler: ClassVar[str] = "on_rotate"
+
     old_key: str
     key: str
     meta: Meta
@@ -238,6 +250,8 @@ class Rotate(Op[bool]):
 class Delete(Op[None]):
     """End a session; idempotent. ``user_id``, when known, is the index that lists it."""
 
+    handler: ClassVar[str] = "on_delete"
+
     key: str
     user_id: str | None = None
 
@@ -246,6 +260,8 @@ class Delete(Op[None]):
 class SessionsOf(Op["list[tuple[str, Meta]]"]):
     """A user's live sessions, oldest first; stale or undecodable entries are dropped, never returned."""
 
+    handler: ClassVar[str] = "on_sessions_of"
+
     user_id: str
     lifetime: Lifetime
 
@@ -253,6 +269,8 @@ class SessionsOf(Op["list[tuple[str, Meta]]"]):
 @dataclass(frozen=True, slots=True)
 class AcquireLock(Op[bool]):
     """Take the lease of session ``key`` for ``owner`` unless another owner holds it (``locks`` capability)."""
+
+    handler: ClassVar[str] = "on_acquire_lock"
 
     key: str
     owner: str
@@ -263,6 +281,8 @@ class AcquireLock(Op[bool]):
 class ReleaseLock(Op[None]):
     """Give the lease back, only if ``owner`` still holds it."""
 
+    handler: ClassVar[str] = "on_release_lock"
+
     key: str
     owner: str
 
@@ -271,15 +291,21 @@ class ReleaseLock(Op[None]):
 class Collect(Op[int]):
     """Remove expired sessions the backend does not expire by itself; how many."""
 
+    handler: ClassVar[str] = "on_collect"
+
 
 @dataclass(frozen=True, slots=True)
 class Check(Op[None]):
     """Raise ``ConfigError`` if the store cannot work at all (run at app start-up)."""
 
+    handler: ClassVar[str] = "on_check"
+
 
 @dataclass(frozen=True, slots=True)
 class Close(Op[None]):
     """Release the store's connections."""
+
+    handler: ClassVar[str] = "on_close"
 
 
 #: What a store may declare beyond the operations every store runs.
@@ -311,3 +337,14 @@ class WouldBlock(Exception):
 
 def unsupported(store: object, op: Op[Any]) -> NotImplementedError:
     return NotImplementedError(f"{type(store).__name__} does not support {type(op).__name__}")
+
+
+class Dispatching:
+    """``execute`` for a store written as one method per operation: ``Load`` runs ``on_load(op)``."""
+
+    def execute(self, op: Op[R]) -> R:
+        try:
+            method = getattr(self, op.handler)
+        except AttributeError:  # not an operation, or one this store does not offer
+            raise unsupported(self, op) from None
+        return cast(R, method(op))

@@ -11,34 +11,15 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, cast
 
-from .base import (
-    LOCKS,
-    AcquireLock,
-    Check,
-    Close,
-    Collect,
-    Create,
-    Delete,
-    Lifetime,
-    Load,
-    Meta,
-    Op,
-    R,
-    Record,
-    ReleaseLock,
-    Rotate,
-    SessionsOf,
-    Update,
-    unsupported,
-)
+from . import base
+from .base import Lifetime, Meta, Op, R, Record
 
 
-class MemoryStore:
+class MemoryStore(base.Dispatching):
     """A dict of records with per-record expiry and a per-user index."""
 
-    capabilities = frozenset({LOCKS})
+    capabilities = frozenset({base.LOCKS})
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -95,13 +76,10 @@ class MemoryStore:
     # -- the Store protocol ------------------------------------------------------------------
 
     def execute(self, op: Op[R]) -> R:
-        handler = self._handlers.get(type(op))
-        if handler is None:
-            raise unsupported(self, op)
-        with self._lock:
-            return cast(R, handler(self, op))
+        with self._lock:  # one operation at a time: each is atomic
+            return super().execute(op)
 
-    def _load(self, op: Load) -> Record | None:
+    def on_load(self, op: base.Load) -> Record | None:
         key, lifetime = op.key, op.lifetime
         now = self._clock()
         live = self._live(key, lifetime, now)
@@ -113,12 +91,12 @@ class MemoryStore:
             self._put(key, data, meta, lifetime, now)
         return Record(dict(data), meta)
 
-    def _create(self, op: Create) -> None:
+    def on_create(self, op: base.Create) -> None:
         now = self._clock()
         self._drop(op.key)
         self._put(op.key, dict(op.data), op.meta, op.lifetime, now)
 
-    def _update(self, op: Update) -> bool:
+    def on_update(self, op: base.Update) -> bool:
         now = self._clock()
         live = self._live(op.key, op.lifetime, now)
         if live is None:
@@ -131,7 +109,7 @@ class MemoryStore:
         self._put(op.key, data, dataclasses.replace(meta, last_seen=now, remember=remember), op.lifetime, now)
         return True
 
-    def _rotate(self, op: Rotate) -> bool:
+    def on_rotate(self, op: base.Rotate) -> bool:
         now = self._clock()
         if self._live(op.old_key, op.lifetime, now) is None:
             return False
@@ -140,10 +118,10 @@ class MemoryStore:
         self._put(op.key, dict(op.data), op.meta, op.lifetime, now)
         return True
 
-    def _delete(self, op: Delete) -> None:
+    def on_delete(self, op: base.Delete) -> None:
         self._drop(op.key)
 
-    def _sessions_of(self, op: SessionsOf) -> list[tuple[str, Meta]]:
+    def on_sessions_of(self, op: base.SessionsOf) -> list[tuple[str, Meta]]:
         now = self._clock()
         out = []
         for key in sorted(self._users.get(op.user_id, ())):
@@ -153,13 +131,16 @@ class MemoryStore:
         out.sort(key=lambda row: row[1].created_at)
         return out
 
-    def _gc(self, op: Collect) -> int:
+    def on_collect(self, op: base.Collect) -> int:
         return self._collect(self._clock())
 
-    def _nothing(self, op: Check | Close) -> None:
+    def on_check(self, op: base.Check) -> None:
         return None
 
-    def _acquire(self, op: AcquireLock) -> bool:
+    def on_close(self, op: base.Close) -> None:
+        return None
+
+    def on_acquire_lock(self, op: base.AcquireLock) -> bool:
         now = self._clock()
         held = self._locks.get(op.key)
         if held is not None and held[1] > now and held[0] != op.owner:
@@ -167,24 +148,10 @@ class MemoryStore:
         self._locks[op.key] = (op.owner, now + op.lease)
         return True
 
-    def _release(self, op: ReleaseLock) -> None:
+    def on_release_lock(self, op: base.ReleaseLock) -> None:
         held = self._locks.get(op.key)
         if held is not None and held[0] == op.owner:
             del self._locks[op.key]
-
-    _handlers: ClassVar[dict[type[Any], Callable[[MemoryStore, Any], Any]]] = {
-        Load: _load,
-        Create: _create,
-        Update: _update,
-        Rotate: _rotate,
-        Delete: _delete,
-        SessionsOf: _sessions_of,
-        Collect: _gc,
-        Check: _nothing,
-        Close: _nothing,
-        AcquireLock: _acquire,
-        ReleaseLock: _release,
-    }
 
     def count(self) -> int:
         with self._lock:

@@ -21,30 +21,8 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from ..errors import ConfigError, StoreUnavailable
 from ..stepping import Plan, run, run_async
-from .base import (
-    LOCKS,
-    RECORD_FORMAT,
-    AcquireLock,
-    Check,
-    Close,
-    Collect,
-    CorruptRecord,
-    Create,
-    Delete,
-    Lifetime,
-    Load,
-    Meta,
-    Op,
-    R,
-    Record,
-    ReleaseLock,
-    Rotate,
-    SessionsOf,
-    Update,
-    checked_meta,
-    checked_name,
-    unsupported,
-)
+from . import base
+from .base import RECORD_FORMAT, CorruptRecord, Lifetime, Meta, Op, R, Record, checked_meta, checked_name, unsupported
 
 try:
     import redis
@@ -270,7 +248,7 @@ class RedisPlans:
     error translation included, is written once here.
     """
 
-    capabilities = frozenset({LOCKS})
+    capabilities = frozenset({base.LOCKS})
 
     client_class: ClassVar[Any]
 
@@ -319,12 +297,13 @@ class RedisPlans:
         return StoreUnavailable(f"Redis at {_where(self.client)}: {type(exc).__name__}: {said}"[:300])
 
     def plan(self, op: Op[R]) -> Plan[R]:
-        """The round trips of ``op``; any Redis or socket error becomes ``StoreUnavailable``."""
-        planner = _PLANNERS.get(type(op))
+        """The round trips of ``op`` (planned by ``on_<operation>``); any Redis or socket error
+        becomes ``StoreUnavailable``."""
+        planner = getattr(self, getattr(op, "handler", ""), None)
         if planner is None:
             raise unsupported(self, op)
         try:
-            return cast(R, (yield from planner(self, op)))
+            return cast(R, (yield from planner(op)))
         except (redis_errors.RedisError, OSError) as exc:
             raise self.unavailable(exc) from None
 
@@ -344,7 +323,7 @@ class RedisPlans:
         # the index must outlive every touch of its sessions: keep it to the absolute deadline
         return _ms(lifetime.deadline(meta) - now) + _TTL_MARGIN_MS
 
-    def _load(self, op: Load) -> Plan[Record | None]:
+    def on_load(self, op: base.Load) -> Plan[Record | None]:
         now = self.clock()
         session = self.session_key(op.key)
         args = [*self._lifetime_args(op.lifetime, now), repr(op.lifetime.touch_interval)]
@@ -366,7 +345,7 @@ class RedisPlans:
             return None
         return Record(data, meta) if op.lifetime.alive(meta, now) else None
 
-    def _create(self, op: Create) -> Plan[None]:
+    def on_create(self, op: base.Create) -> Plan[None]:
         now = self.clock()
         keys = [self.session_key(op.key)]
         if op.meta.user_id is not None:
@@ -375,7 +354,7 @@ class RedisPlans:
         args += [self._index_ttl_ms(op.meta, op.lifetime, now), *_meta_fields(op.meta), *_fields(op.data)]
         yield Script("create", keys, args)
 
-    def _update(self, op: Update) -> Plan[bool]:
+    def on_update(self, op: base.Update) -> Plan[bool]:
         now = self.clock()
         args = self._lifetime_args(op.lifetime, now)
         args += [len(op.delete), *("k:" + name for name in op.delete), *_fields(op.set), "_s", repr(now)]
@@ -383,7 +362,7 @@ class RedisPlans:
             args += ("_r", _flag(op.remember))
         return bool(int((yield Script("update", (self.session_key(op.key),), args))))
 
-    def _rotate(self, op: Rotate) -> Plan[bool]:
+    def on_rotate(self, op: base.Rotate) -> Plan[bool]:
         now = self.clock()
         keys = [self.session_key(op.old_key), self.session_key(op.key)]
         new_index = old_index = 0
@@ -401,13 +380,13 @@ class RedisPlans:
         args += [new_index, old_index, *_meta_fields(op.meta), *_fields(op.data)]
         return bool(int((yield Script("rotate", keys, args))))
 
-    def _delete(self, op: Delete) -> Plan[None]:
+    def on_delete(self, op: base.Delete) -> Plan[None]:
         keys = [self.session_key(op.key)]
         if op.user_id is not None:
             keys.append(self.user_key(op.user_id))
         yield Script("delete", keys, (op.key,))
 
-    def _sessions_of(self, op: SessionsOf) -> Plan[list[tuple[str, Meta]]]:
+    def on_sessions_of(self, op: base.SessionsOf) -> Plan[list[tuple[str, Meta]]]:
         """Two round trips: the index, then the sessions it names (plain pipelined commands, not a
         script, as a user's sessions may live in other hash slots); stale entries are dropped."""
         index = self.user_key(op.user_id)
@@ -446,17 +425,17 @@ class RedisPlans:
         out.sort(key=lambda row: (row[1].created_at, row[0]))
         return out
 
-    def _acquire_lock(self, op: AcquireLock) -> Plan[bool]:
+    def on_acquire_lock(self, op: base.AcquireLock) -> Plan[bool]:
         return bool(int((yield Script("lock", (f"{self.prefix}l:{op.key}",), (op.owner, _ms(op.lease))))))
 
-    def _release_lock(self, op: ReleaseLock) -> Plan[None]:
+    def on_release_lock(self, op: base.ReleaseLock) -> Plan[None]:
         yield Script("unlock", (f"{self.prefix}l:{op.key}",), (op.owner,))
 
-    def _gc(self, op: Collect) -> Plan[int]:
+    def on_collect(self, op: base.Collect) -> Plan[int]:
         return 0  # Redis expires sessions itself (PEXPIRE); user indexes are cleaned as read
         yield  # a plan with no round trip
 
-    def _check(self, op: Check) -> Plan[None]:
+    def on_check(self, op: base.Check) -> Plan[None]:
         """A refusal no retry can fix (bad DB index, wrong password) is a setting to change; an
         outage at start-up is only a warning (the store may come up later)."""
         try:
@@ -468,7 +447,7 @@ class RedisPlans:
         except (redis_errors.RedisError, OSError) as exc:
             log.warning("session store not reachable at start-up: %s", self.unavailable(exc))
 
-    def _close(self, op: Close) -> Plan[None]:
+    def on_close(self, op: base.Close) -> Plan[None]:
         yield DISCONNECT
 
     def _pipeline(self, call: Commands) -> Any:
@@ -478,19 +457,6 @@ class RedisPlans:
         return pipe
 
 
-_PLANNERS: dict[type[Any], Callable[[RedisPlans, Any], Plan[Any]]] = {
-    Load: RedisPlans._load,
-    Create: RedisPlans._create,
-    Update: RedisPlans._update,
-    Rotate: RedisPlans._rotate,
-    Delete: RedisPlans._delete,
-    SessionsOf: RedisPlans._sessions_of,
-    AcquireLock: RedisPlans._acquire_lock,
-    ReleaseLock: RedisPlans._release_lock,
-    Collect: RedisPlans._gc,
-    Check: RedisPlans._check,
-    Close: RedisPlans._close,
-}
 log = logging.getLogger("session_mw")
 
 

@@ -21,35 +21,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, ClassVar, TypedDict, cast
+from typing import Any, TypedDict
 
 from ..errors import ConfigError, StoreError, StoreUnavailable
+from . import base
 from .base import (
-    INLINE_LOADS,
-    LOCKS,
     RECORD_FORMAT,
-    AcquireLock,
-    Check,
-    Close,
-    Collect,
     CorruptRecord,
-    Create,
-    Delete,
     Lifetime,
-    Load,
     Meta,
-    Op,
-    R,
     Record,
-    ReleaseLock,
-    Rotate,
-    SessionsOf,
-    Update,
     WouldBlock,
     checked_meta,
     checked_name,
     checked_value,
-    unsupported,
 )
 
 log = logging.getLogger("session_mw.stores.sqlite")
@@ -215,7 +200,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SQLiteStore:
+class SQLiteStore(base.Dispatching):
     """The sync store over one SQLite file; safe for many threads and processes at once.
 
     Connections come from a small pool (a connection is used by one thread at a time), so
@@ -426,15 +411,9 @@ class SQLiteStore:
 
     # -- the Store protocol ----------------------------------------------------------
 
-    capabilities = frozenset({LOCKS, INLINE_LOADS})
+    capabilities = frozenset({base.LOCKS, base.INLINE_LOADS})
 
-    def execute(self, op: Op[R]) -> R:
-        handler = self._handlers.get(type(op))
-        if handler is None:
-            raise unsupported(self, op)
-        return cast(R, handler(self, op))
-
-    def _check(self, op: Check) -> None:
+    def on_check(self, op: base.Check) -> None:
         """Open (create or migrate) the file now, so a foreign or unwritable file fails at start-up."""
         try:
             with self._connection():
@@ -442,7 +421,7 @@ class SQLiteStore:
         except StoreUnavailable as exc:
             raise ConfigError(f"the SQLite session store cannot be used: {exc}") from None
 
-    def _load_op(self, op: Load) -> Record | None:
+    def on_load(self, op: base.Load) -> Record | None:
         """``wait=False`` raises ``WouldBlock`` instead of waiting for a lock (or a first-use migration).
 
         WAL readers never wait for writers, so that almost always succeeds at once: the async
@@ -510,12 +489,12 @@ class SQLiteStore:
         if data:
             conn.executemany(_UPSERT_VALUE, [(key, name, value) for name, value in data.items()])
 
-    def _create(self, op: Create) -> None:
+    def on_create(self, op: base.Create) -> None:
         with self._connection() as conn, self._transaction(conn):
             self._insert(conn, op.key, op.meta, op.data, op.lifetime)
         self._amortised_gc()
 
-    def _update(self, op: Update) -> bool:
+    def on_update(self, op: base.Update) -> bool:
         with self._connection() as conn, self._transaction(conn):
             now = self._clock()  # read after the write lock is held
             meta = self._live_meta(conn, op.key, op.lifetime, now)
@@ -531,7 +510,7 @@ class SQLiteStore:
         self._amortised_gc()
         return True
 
-    def _rotate(self, op: Rotate) -> bool:
+    def on_rotate(self, op: base.Rotate) -> bool:
         with self._connection() as conn, self._transaction(conn):
             if self._live_meta(conn, op.old_key, op.lifetime, self._clock()) is None:
                 return False
@@ -540,11 +519,11 @@ class SQLiteStore:
         self._amortised_gc()
         return True
 
-    def _delete(self, op: Delete) -> None:
+    def on_delete(self, op: base.Delete) -> None:
         with self._connection() as conn:
             conn.execute(_DELETE_SESSION, (op.key,))  # one statement: atomic with its cascade
 
-    def _sessions_of(self, op: SessionsOf) -> list[tuple[str, Meta]]:
+    def on_sessions_of(self, op: base.SessionsOf) -> list[tuple[str, Meta]]:
         with self._connection() as conn:
             now = self._clock()
             rows = conn.execute(_USER_SESSIONS, (op.user_id, now)).fetchall()
@@ -559,20 +538,20 @@ class SQLiteStore:
                     out.append((str(row[0]), meta))
         return out
 
-    def _acquire_lock(self, op: AcquireLock) -> bool:
+    def on_acquire_lock(self, op: base.AcquireLock) -> bool:
         with self._connection() as conn, self._transaction(conn):
             now = self._clock()
             return int(conn.execute(_LOCK, (op.key, op.owner, now + op.lease, now)).rowcount) == 1
 
-    def _release_lock(self, op: ReleaseLock) -> None:
+    def on_release_lock(self, op: base.ReleaseLock) -> None:
         with self._connection() as conn:
             conn.execute(_UNLOCK, (op.key, op.owner))
 
-    def _gc(self, op: Collect) -> int:
+    def on_collect(self, op: base.Collect) -> int:
         """Delete every expired row, a batch per transaction."""
         return sum(self.gc_batches())
 
-    def _close(self, op: Close) -> None:
+    def on_close(self, op: base.Close) -> None:
         self.close()
 
     def close(self) -> None:
@@ -581,20 +560,6 @@ class SQLiteStore:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-    _handlers: ClassVar[dict[type[Any], Callable[[SQLiteStore, Any], Any]]] = {
-        Load: _load_op,
-        Create: _create,
-        Update: _update,
-        Rotate: _rotate,
-        Delete: _delete,
-        SessionsOf: _sessions_of,
-        Collect: _gc,
-        Check: _check,
-        Close: _close,
-        AcquireLock: _acquire_lock,
-        ReleaseLock: _release_lock,
-    }
 
     # -- garbage collection ------------------------------------------------------------
 
