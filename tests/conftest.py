@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from session_mw.testing import FakeClock
+
 REQUIRE_REDIS = os.environ.get("SESSION_MW_REQUIRE_REDIS") == "1"
 
 
@@ -121,19 +123,6 @@ def redis_server() -> Iterator[RedisServer]:
 def key_prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix of its own per test, so tests sharing one Redis never see each other."""
     return f"t{abs(hash(request.node.nodeid)) % 10**12}:{time.time_ns()}:"
-
-
-class FakeClock:
-    """A clock the tests move by hand."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
