@@ -17,8 +17,8 @@ from session_mw.engine import Answer, Engine, Exchange, Headers, Pause
 from session_mw.errors import StoreUnavailable
 from session_mw.stepping import run
 from session_mw.stores.base import AcquireLock, Create, Delete, Load, Meta, Op, Record, ReleaseLock, Rotate, Update
+from session_mw.testing import FakeClock
 from session_mw.tokens import new_token
-from tests.conftest import FakeClock
 
 CONFIG = SessionConfig(idle_timeout=1000, absolute_timeout=5000)
 

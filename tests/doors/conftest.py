@@ -14,7 +14,7 @@ from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.base import Close
 from session_mw.stores.threaded import AsyncFromSync
-from tests.conftest import FakeClock
+from session_mw.testing import FakeClock
 from tests.doors.apps import DOORS
 from tests.doors.harness import ABSOLUTE, IDLE, Clients, Counting
 

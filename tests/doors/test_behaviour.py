@@ -17,8 +17,9 @@ from session_mw import SessionConfig
 from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.base import Delete
+from session_mw.testing import FakeClock
 from session_mw.tokens import new_token
-from tests.conftest import FakeClock, RedisServer
+from tests.conftest import RedisServer
 from tests.doors.apps import DOORS, HOOKS
 from tests.doors.harness import ABSOLUTE, COOKIE, IDLE, Clients, Counting, cookie, live_keys, stored, token_of
 

@@ -19,8 +19,8 @@ from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.base import UNBOUNDED, Delete, SessionsOf
 from session_mw.stores.memory import MemoryStore
+from session_mw.testing import FakeClock
 from session_mw.tokens import new_token
-from tests.conftest import FakeClock
 from tests.doors.apps import DOORS, HOOKS
 from tests.doors.harness import COOKIE, Clients, Counting, cookie, expired, live_keys, stored, token_of
 
