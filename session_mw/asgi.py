@@ -62,7 +62,11 @@ class SessionMiddleware:
         if kind == "lifespan":
             await self.app(scope, receive, self._lifespan(send))
             return
-        if (kind != "http" and kind != "websocket") or (self._exclude and scope["path"].startswith(self._exclude)):
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if self._exclude and scope["path"].startswith(self._exclude):
+            scope["session"] = self.engine.session_class()  # empty, never loaded, never saved
             await self.app(scope, receive, send)
             return
         cookie: str | None = None
@@ -76,7 +80,12 @@ class SessionMiddleware:
         exchange = self.engine.exchange(cookie, user_agent)
         driver = self.driver
         if exchange.needs_load:
-            answer = await driver.run(exchange.opening())
+            try:
+                answer = await driver.run(exchange.opening())
+            except BaseException:  # cancelled (a client gone, a server timeout) with the lock held
+                if exchange.holds_lock:
+                    await driver.run(exchange.releasing())
+                raise
             if answer is not None:
                 await _send_answer(scope, send, answer)
                 return

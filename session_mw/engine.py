@@ -210,11 +210,12 @@ class Exchange:
 
     # -- opening: the lock, then the load ------------------------------------------------
 
-    def opening(self) -> Plan[Answer | None]:
+    def opening(self, *, lock: bool = True) -> Plan[Answer | None]:
+        """The lock (when ``locking`` is on and ``lock``), then the load; an ``Answer`` if either failed."""
         engine = self.engine
         assert self.key is not None
         try:
-            if engine.config.locking and not (yield from self._acquire()):
+            if lock and engine.config.locking and not (yield from self._acquire()):
                 self.failure = SessionBusy("the session stayed locked by another request")
                 return engine.busy
             record = yield Load(self.key, engine.lifetime)
@@ -268,6 +269,12 @@ class Exchange:
     def closing(self, status: int, headers: Headers) -> Plan[Headers | Answer]:
         """Write what the app changed and return ``headers`` plus ours, or the ``Answer`` to send instead."""
         engine = self.engine
+        if status >= 500 and self.failure is not None:
+            # the app met the failure (a lazy load inside it) and answered 5xx itself: our answer instead
+            yield from self.releasing()
+            answer = engine.answer_for(self.failure, report=False)
+            if answer is not None:
+                return answer
         try:
             decision = self._decide(status)
         except SessionError as exc:
@@ -328,10 +335,16 @@ class Exchange:
         if self.corrupt:
             assert self.key is not None
             ops.append(Delete(self.key))
-        expire = self.engine.expire_cookie if self.presented else None
-        if status >= 500:
-            return _Decision(tuple(ops), None)  # the app failed: save nothing
         meta = self.meta
+        # a dead cookie is cleared only by a response that used the session: a request that never
+        # did (an asset, say) still in flight across a login must not clear the new cookie
+        expire = self.engine.expire_cookie if self.presented and session.accessed else None
+        if status >= 500:  # the app failed: save nothing, but a logout stays a logout
+            if session.invalidated and meta is not None:
+                assert self.key is not None
+                ops.append(Delete(self.key, meta.user_id))
+                return _Decision(tuple(ops), expire)
+            return _Decision(tuple(ops), None)
         if meta is None or session.invalidated:
             if meta is not None:
                 assert self.key is not None
@@ -421,7 +434,10 @@ class Exchange:
 
     def _check_size(self, data: Mapping[str, bytes]) -> None:
         limit = self.engine.config.max_session_bytes
-        size = sum(len(name) + len(value) for name, value in data.items())
+        try:
+            size = sum(len(name.encode("utf-8")) + len(value) for name, value in data.items())
+        except UnicodeEncodeError:
+            raise ValueNotStorable("a session key is not valid Unicode text (a lone surrogate)") from None
         if size > limit:
             raise SessionTooLarge(f"the session holds {size} bytes, more than max_session_bytes={limit}")
 

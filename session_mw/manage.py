@@ -108,8 +108,8 @@ class Sessions:
     def revoking(self, session_id: str) -> Plan[bool]:
         """End the current user's session whose id is ``session_id``; False when none is."""
         user = self._user(None)
-        if user is None or not isinstance(session_id, str):
-            return False
+        if user is None or not isinstance(session_id, str) or not session_id.isascii():
+            return False  # our ids are hex: anything else is no id of ours
         for key, meta in (yield from self._rows(user)):
             if hmac.compare_digest(public_id(key, meta).encode(), session_id.encode()):
                 yield Delete(key, user)

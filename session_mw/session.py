@@ -242,6 +242,18 @@ class Session(dict[str, Any]):
         self._use()
         return dict.items(self)
 
+    def __eq__(self, other: object) -> bool:
+        self._use()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self._use()
+        return dict.__ne__(self, other)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._use()
+        return dict.__reversed__(self)
+
     def copy(self) -> dict[str, Any]:
         self._use()
         return dict(dict.items(self))
@@ -293,6 +305,14 @@ class Session(dict[str, Any]):
         def __ior__(self, other):
             self.update(other)  # so ``session |= {...}`` is tracked like ``update``
             return self
+
+        def __or__(self, other):
+            self._use()  # a lazy session is loaded before it is read
+            return dict.__or__(self, other)
+
+        def __ror__(self, other):
+            self._use()
+            return dict.__ror__(self, other)
 
     def clear(self) -> None:
         """Empty the session completely, login included: the Flask and Starlette logout idiom."""

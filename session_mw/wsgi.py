@@ -9,6 +9,7 @@ door, run by ``SyncDriver``. The store is checked when the middleware is built.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -55,6 +56,7 @@ class WSGISessionMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if self._exclude and environ.get("PATH_INFO", "").startswith(self._exclude):
+            environ[SESSION_KEY] = self.engine.session_class()  # empty, never loaded, never saved
             return self.app(environ, start_response)
         exchange = self.open(environ)
         driver = self.driver
@@ -79,25 +81,37 @@ class WSGISessionMiddleware:
             answer = self.engine.answer_for(exc, report=exc is not exchange.failure)
             if answer is None:
                 raise
-            start_response(answer.status_line, answer.headers, None)
+            start_response(answer.status_line, answer.headers, sys.exc_info() if started else None)
             return [answer.body]
         except BaseException:
             driver.run(exchange.releasing())
             raise
         if started and not replaced and not exchange.holds_lock:
             return body  # the usual case: headers decided, the body passes through untouched
-        return _Body(body, replaced, lambda: driver.run(exchange.releasing()))
 
-    def open(self, environ: dict[str, Any]) -> Exchange:
-        """The request's exchange, its session in ``environ``, loaded on first use."""
+        def failed(exc: SessionError) -> bytes | None:
+            """The session failed while the body was being produced (a generator app)."""
+            answer = self.engine.answer_for(exc, report=exc is not exchange.failure)
+            if answer is None:
+                return None
+            start_response(answer.status_line, answer.headers, sys.exc_info() if started else None)
+            return answer.body
+
+        return _Body(body, replaced, lambda: driver.run(exchange.releasing()), failed)
+
+    def open(self, environ: dict[str, Any], *, lock: bool = True) -> Exchange:
+        """The request's exchange, its session in ``environ``, loaded on first use.
+
+        ``lock=False``: a read-only look (Flask outside the middleware) never takes the session lock.
+        """
         exchange = self.engine.exchange(environ.get("HTTP_COOKIE"), environ.get("HTTP_USER_AGENT", ""))
-        exchange.defer(self._load)
+        exchange.defer(lambda ex: self._load(ex, lock=lock))
         environ[SESSION_KEY] = exchange.session
         environ[STATE_KEY] = (self.driver, exchange)
         return exchange
 
-    def _load(self, exchange: Exchange) -> None:
-        if self.driver.run(exchange.opening()) is not None:
+    def _load(self, exchange: Exchange, *, lock: bool = True) -> None:
+        if self.driver.run(exchange.opening(lock=lock)) is not None:
             assert exchange.failure is not None
             raise exchange.failure  # the door (or Flask's error handler) answers it
 
@@ -109,18 +123,32 @@ def _discard(data: bytes) -> None:
 class _Body:
     """The app's body, passed through; replaced by our answer's when the response became one."""
 
-    __slots__ = ("_body", "_on_close", "_replaced")
+    __slots__ = ("_body", "_failed", "_on_close", "_replaced")
 
-    def __init__(self, body: Iterable[bytes], replaced: list[Answer], on_close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        replaced: list[Answer],
+        on_close: Callable[[], None],
+        failed: Callable[[SessionError], bytes | None],
+    ) -> None:
         self._body = body
         self._replaced = replaced
         self._on_close = on_close
+        self._failed = failed
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._body:
-            if self._replaced:
-                break
-            yield chunk
+        try:
+            for chunk in self._body:
+                if self._replaced:
+                    break
+                yield chunk
+        except SessionError as exc:
+            answer = self._failed(exc)
+            if answer is None:
+                raise
+            yield answer
+            return
         if self._replaced:
             yield self._replaced[0].body
 

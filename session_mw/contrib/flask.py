@@ -110,8 +110,9 @@ class ServerSideSessionInterface(SessionInterface):
         session = request.environ.get(SESSION_KEY)
         if isinstance(session, FlaskSession):
             return session
-        # Not through the middleware (app.test_request_context()): a lazy, read-only session.
-        lazy = self.middleware.open(request.environ).session
+        # Not through the middleware (app.test_request_context()): a lazy, read-only session,
+        # which never takes the session lock (nothing would release it)
+        lazy = self.middleware.open(request.environ, lock=False).session
         assert isinstance(lazy, FlaskSession)
         return lazy
 

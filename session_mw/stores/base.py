@@ -9,8 +9,8 @@ when it did not, the session was ended meanwhile and nothing was written.
 Preconditions (the conformance suite in ``session_mw.testing`` checks each one):
 
 - ``Load(key, lifetime)``: the live record under ``key``, touched when due, or None. A
-  record that is expired by the *current* lifetime, or that does not decode (wrong types,
-  non-finite times, bad bytes), is None, and the store drops it.
+  record that is expired by the *current* lifetime is None (garbage collection removes it);
+  one that does not decode (wrong types, non-finite times, bad bytes) is None and dropped.
 - ``Create``: a new session under a fresh key (nothing else may be there).
 - ``Update``: only if ``op.key`` is live: the changed and removed keys, ``remember``
   when given, and a touch; returns whether it applied.
@@ -199,7 +199,7 @@ class Load(Op["Record | None"]):
 
     handler: ClassVar[str] = "on_load"
 
-    key: str
+    key: str = field(repr=False)
     lifetime: Lifetime
     wait: bool = True
 
@@ -210,7 +210,7 @@ class Create(Op[None]):
 
     handler: ClassVar[str] = "on_create"
 
-    key: str
+    key: str = field(repr=False)
     meta: Meta
     data: Mapping[str, bytes]
     lifetime: Lifetime
@@ -222,7 +222,7 @@ class Update(Op[bool]):
 
     handler: ClassVar[str] = "on_update"
 
-    key: str
+    key: str = field(repr=False)
     lifetime: Lifetime
     set: Mapping[str, bytes] = field(default_factory=dict)
     delete: tuple[str, ...] = ()
@@ -238,8 +238,8 @@ class Rotate(Op[bool]):
 
     handler: ClassVar[str] = "on_rotate"
 
-    old_key: str
-    key: str
+    old_key: str = field(repr=False)
+    key: str = field(repr=False)
     meta: Meta
     data: Mapping[str, bytes]
     lifetime: Lifetime
@@ -252,7 +252,7 @@ class Delete(Op[None]):
 
     handler: ClassVar[str] = "on_delete"
 
-    key: str
+    key: str = field(repr=False)
     user_id: str | None = None
 
 
@@ -272,7 +272,7 @@ class AcquireLock(Op[bool]):
 
     handler: ClassVar[str] = "on_acquire_lock"
 
-    key: str
+    key: str = field(repr=False)
     owner: str
     lease: float
 
@@ -283,7 +283,7 @@ class ReleaseLock(Op[None]):
 
     handler: ClassVar[str] = "on_release_lock"
 
-    key: str
+    key: str = field(repr=False)
     owner: str
 
 

@@ -395,7 +395,16 @@ class RedisPlans:
             _dropped(CorruptRecord("a Redis user index of the wrong type"))
             yield from self._cleanup([("DEL", index)])
             return []
-        names = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        names, junk = [], []
+        for member in members:
+            try:
+                names.append(member.decode("ascii") if isinstance(member, bytes) else str(member))
+            except UnicodeDecodeError:
+                junk.append(member)  # not a digest of ours
+        names.sort()
+        if junk:
+            _dropped(CorruptRecord("a Redis user index holds a member that is not a digest"))
+            yield from self._cleanup([("SREM", index, *junk)])
         if not names:
             return []
         rows = yield Commands([("HMGET", self.session_key(d), *_META, b"_v") for d in names])

@@ -289,7 +289,7 @@ class SQLiteStore(base.Dispatching):
     def _acquire(self) -> sqlite3.Connection:
         with self._lock:
             if self._closed:
-                raise StoreError("the SQLite session store is closed")
+                raise StoreUnavailable("the SQLite session store is closed")
             if os.getpid() != self._pid:
                 # never use (or close) a connection across fork(): keep the parent's aside
                 self._inherited.extend(self._idle)

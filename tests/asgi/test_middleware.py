@@ -92,3 +92,51 @@ async def test_store_unavailable_is_a_typed_error(key_prefix: str) -> None:
         await store.execute(Load("0" * 64, UNBOUNDED))
     assert info.value.status_hint == 503
     await store.execute(Close())
+
+
+@pytest.mark.anyio
+async def test_a_request_cancelled_while_loading_releases_the_lock() -> None:
+    import asyncio
+
+    from session_mw.stores.base import Op, R
+    from session_mw.stores.memory import MemoryStore
+    from session_mw.stores.threaded import AsyncFromSync
+
+    class SlowLoads(AsyncFromSync):
+        slow = False
+
+        async def execute(self, op: Op[R]) -> R:
+            if self.slow and isinstance(op, Load):
+                await asyncio.sleep(5)
+            return await super().execute(op)
+
+    store = SlowLoads(MemoryStore(), offload=False)
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/login":
+            scope["session"].user_id = "alice"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(scope["session"].user_id).encode()})
+
+    middleware = SessionMiddleware(app, SessionConfig(locking=True, lock_timeout=0.2), store=store)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await middleware({"type": "http", "path": "/login", "headers": []}, receive, send)
+    cookie = next(v for n, v in sent[0]["headers"] if n == b"set-cookie").split(b";")[0]
+    scope = {"type": "http", "path": "/", "headers": [(b"cookie", cookie)]}
+    store.slow = True
+    task = asyncio.ensure_future(middleware(dict(scope), receive, send))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    store.slow = False
+    sent.clear()
+    await middleware(dict(scope), receive, send)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"alice"

@@ -135,7 +135,14 @@ def _store(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
         s["x"] = deep
     elif kind == "user":
         s.user_id = "\ud800"
+    elif kind == "key":
+        s["bad\udc80key"] = 1
     return 200, "stored?"
+
+
+def _logout_then_fail(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    get().invalidate()
+    return 503, "try again later"
 
 
 def _cached_login(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
@@ -162,6 +169,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/many"): _many,
     ("POST", "/store"): _store,
     ("POST", "/cached-login"): _cached_login,
+    ("POST", "/logout-then-fail"): _logout_then_fail,
 }
 # routes that need the per-user manager: name of the manager call, and how to show its result
 MANAGED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {

@@ -302,7 +302,7 @@ def test_8_every_door_records_the_same_user_agent_on_login(client: httpx.Client,
 # -- 12. what the app stores fails the same way on every store -------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["huge", "nan", "deep", "user"])
+@pytest.mark.parametrize("kind", ["huge", "nan", "deep", "user", "key"])
 def test_12_an_unstorable_session_is_a_named_500_and_writes_nothing(
     client: httpx.Client, store: Counting, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -316,6 +316,29 @@ def test_12_an_unstorable_session_is_a_named_500_and_writes_nothing(
 def test_12_a_session_with_thousands_of_keys_works_on_every_store(client: httpx.Client) -> None:
     assert client.post("/many", json={"n": 5000}).status_code == 200
     assert client.post("/note", json={"note": "still here"}).json() == {"note": "still here"}
+
+
+def test_5_a_logout_stays_a_logout_when_the_app_then_fails(client: httpx.Client, view: Store) -> None:
+    token = login(client, "alice")
+    r = client.post("/logout-then-fail")
+    assert r.status_code == 503 and expired(r)
+    assert live_keys(view, "alice") == [] and client.get("/whoami", headers=cookie(token)).json()["user"] is None
+
+
+def test_a_dead_cookie_is_cleared_only_by_a_response_that_used_the_session(client: httpx.Client) -> None:
+    """A request still in flight with the pre-login token (an asset, say) must not clear the new cookie."""
+    dead = new_token(32)
+    r = client.get("/plain", headers=cookie(dead))
+    assert "set-cookie" not in r.headers and r.headers["cache-control"] == "max-age=60"
+    assert expired(client.get("/whoami", headers=cookie(dead)))
+
+
+def test_14_a_malformed_id_revokes_nothing(client: httpx.Client) -> None:
+    login(client, "alice")
+    body = b'{"args": ["\\ud800"]}'  # a lone surrogate, as JSON can carry it
+    r = client.post("/revoke", content=body, headers={"content-type": "application/json"})
+    assert r.json() == {"revoked": 0}
+    assert client.get("/whoami").json()["user"] == "alice"
 
 
 # -- 13. a Set-Cookie never goes out with a cacheable response -------------------------------------

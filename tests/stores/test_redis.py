@@ -241,3 +241,12 @@ def test_delete_with_the_user_cleans_the_index_at_once(
     store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
     store.execute(Delete(digest(1), "alice"))
     assert raw.smembers(f"{key_prefix}u:alice") == set()
+
+
+def test_a_user_index_member_that_is_no_digest_is_dropped(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    raw.sadd(f"{key_prefix}u:alice", b"\xff\xfe")
+    assert [k for k, _ in store.execute(SessionsOf("alice", LIFE))] == [digest(1)]
+    assert raw.smembers(f"{key_prefix}u:alice") == {digest(1).encode()}

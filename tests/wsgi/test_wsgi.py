@@ -147,3 +147,99 @@ def test_a_starlette_app_and_a_flask_app_share_one_session_on_redis(
             cookie = {"cookie": header.split(";", 1)[0]}
             assert fast.post("/cart", headers=cookie).json() == {"cart": ["from-flask", "from-asgi"]}
             assert flask_client.get("/cart", headers=cookie).json() == {"cart": ["from-flask", "from-asgi"]}
+
+
+class Switchable(MemoryStore):
+    """A memory store whose loads can be made to fail, as a store outage would."""
+
+    down = False
+
+    def execute(self, op: Any) -> Any:
+        if self.down and isinstance(op, Load):
+            raise StoreUnavailable("the store is down")
+        return super().execute(op)
+
+
+def _logged_in(app: Any) -> tuple[httpx.Client, str]:
+    c = client(app)
+    r = c.get("/login")
+    cookie = r.headers["set-cookie"].split(";")[0]
+    return c, cookie
+
+
+def test_a_generator_app_that_meets_an_outage_gets_the_503() -> None:
+    store = Switchable()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        s = session_of(environ)
+        if environ["PATH_INFO"] == "/login":
+            s.user_id = "alice"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield f"user={s.get('u')}".encode()
+
+    middleware = WSGISessionMiddleware(app, SessionConfig(), store=store)
+    _, cookie = _logged_in(middleware)
+    store.down = True
+    # start_response ran before the failure, so ours comes with exc_info, as PEP 3333 asks: a
+    # server that has sent no byte yet replaces the response (httpx's transport, told not to
+    # re-raise app exceptions, does the same)
+    transport = httpx.WSGITransport(app=middleware, raise_app_exceptions=False)
+    with httpx.Client(transport=transport, base_url="https://shop.test") as c:
+        r = c.get("/", headers={"cookie": cookie})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5" and r.text.startswith("Session store unavailable")
+
+
+def test_flask_after_request_that_meets_an_outage_gets_the_503() -> None:
+    store = Switchable()
+    app = Flask(__name__)
+    FlaskSessions(app, store=store)
+
+    @app.get("/login")
+    def login() -> str:
+        session["u"] = 1
+        return "ok"
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    @app.after_request
+    def stamp(response: Any) -> Any:
+        response.headers["X-User"] = str(session.get("u"))
+        return response
+
+    c, cookie = _logged_in(app)
+    store.down = True
+    r = c.get("/", headers={"cookie": cookie})
+    assert r.status_code == 503 and r.text.startswith("Session store unavailable")
+
+
+def test_flask_excluded_paths_never_load_nor_lock() -> None:
+    loads: list[str] = []
+
+    class Counting(MemoryStore):
+        def execute(self, op: Any) -> Any:
+            if isinstance(op, Load):
+                loads.append(op.key)
+            return super().execute(op)
+
+    app = Flask(__name__)
+    FlaskSessions(app, config=SessionConfig(locking=True, lock_timeout=0.2, exclude_paths=("/ping",)), store=Counting())
+
+    @app.get("/login")
+    def login() -> str:
+        session["u"] = "x"
+        return "ok"
+
+    @app.get("/ping")
+    def ping() -> str:
+        return f"pong {session.get('u')}"
+
+    @app.get("/")
+    def home() -> str:
+        return str(session.get("u"))
+
+    c, cookie = _logged_in(app)
+    assert c.get("/ping", headers={"cookie": cookie}).text == "pong None" and loads == []
+    r = c.get("/", headers={"cookie": cookie})
+    assert r.status_code == 200 and r.text == "x"  # no lock left behind by /ping
