@@ -106,6 +106,9 @@ def test_an_unknown_token_is_never_adopted_and_its_cookie_is_cleared(engine: Eng
     planted = new_token(32)
     script = Script(record=None)
     exchange = opened(engine, script, planted)
+    assert header(closed(exchange, script), "Set-Cookie") is None  # the app never used the session
+    exchange = opened(engine, script, planted)
+    assert exchange.session.get("x") is None
     assert (header(closed(exchange, script), "Set-Cookie") or "").startswith("__Host-session=;")
     exchange = opened(engine, script, planted)
     exchange.session["x"] = 1

@@ -236,8 +236,12 @@ class Lifecycle(RuleBasedStateMachine):
         assert dict(session) == request.data and session.user_id == request.user
         content = bool(request.data) or request.user is not None
         created: float | None = None  # when a new session is expected: its creation time
-        if status >= 500:
+        if status >= 500:  # nothing is saved, but a logout stays a logout
             assert issued in (None, ""), "a failed request created or rotated a session"
+            if request.invalidated and request.loaded is not None:
+                assert token is not None
+                self._kill(token)
+                assert issued == "", "a logout answered with an error kept its cookie"
         elif request.invalidated or request.loaded is None:
             if request.invalidated and token is not None:
                 self._kill(token)
