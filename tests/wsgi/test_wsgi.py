@@ -64,14 +64,22 @@ def test_late_start_response_inside_a_generator_still_saves() -> None:
     assert r.text == "late" and r.headers["set-cookie"].startswith("__Host-session=")
 
 
-def test_lazy_loading_reads_the_store_only_when_used() -> None:
-    loads: list[str] = []
+class LoadCounting(MemoryStore):
+    """A memory store that records the keys it was asked to load."""
 
-    class CountingMemory(MemoryStore):
-        def execute(self, op: Any) -> Any:
-            if isinstance(op, Load):
-                loads.append(op.key)
-            return super().execute(op)
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads: list[str] = []
+
+    def execute(self, op: Any) -> Any:
+        if isinstance(op, Load):
+            self.loads.append(op.key)
+        return super().execute(op)
+
+
+def test_lazy_loading_reads_the_store_only_when_used() -> None:
+    store = LoadCounting()
+    loads = store.loads
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ["PATH_INFO"] == "/write":
@@ -79,7 +87,7 @@ def test_lazy_loading_reads_the_store_only_when_used() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    c = client(WSGISessionMiddleware(app, SessionConfig(), store=CountingMemory()))
+    c = client(WSGISessionMiddleware(app, SessionConfig(), store=store))
     c.get("/write")
     assert loads == []
     c.get("/static")  # carries the cookie, never touches the session
@@ -215,16 +223,10 @@ def test_flask_after_request_that_meets_an_outage_gets_the_503() -> None:
 
 
 def test_flask_excluded_paths_never_load_nor_lock() -> None:
-    loads: list[str] = []
-
-    class Counting(MemoryStore):
-        def execute(self, op: Any) -> Any:
-            if isinstance(op, Load):
-                loads.append(op.key)
-            return super().execute(op)
-
+    store = LoadCounting()
+    loads = store.loads
     app = Flask(__name__)
-    FlaskSessions(app, config=SessionConfig(locking=True, lock_timeout=0.2, exclude_paths=("/ping",)), store=Counting())
+    FlaskSessions(app, config=SessionConfig(locking=True, lock_timeout=0.2, exclude_paths=("/ping",)), store=store)
 
     @app.get("/login")
     def login() -> str:
