@@ -27,7 +27,7 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from ..config import SessionConfig
 from ..drivers import SessionManager
-from ..engine import Engine
+from ..engine import Answer, Engine, Exchange
 from ..errors import SessionBusy, SessionError, StoreUnavailable
 from ..session import Session
 from ..stores import open_store
@@ -43,6 +43,10 @@ _DEFAULT_IDLE: float = SessionConfig().idle_timeout
 
 class FlaskSession(Session, SessionMixin):
     """Our ``Session`` with Flask's vocabulary: ``permanent`` is ``remember``."""
+
+    #: Set when Flask opened the session outside the middleware (the test client's
+    #: ``session_transaction()``): ``save_session`` then writes it itself.
+    standalone_exchange: Exchange | None = None
 
     @property
     def permanent(self) -> bool:
@@ -110,14 +114,27 @@ class ServerSideSessionInterface(SessionInterface):
         session = request.environ.get(SESSION_KEY)
         if isinstance(session, FlaskSession):
             return session
-        # Not through the middleware (app.test_request_context()): a lazy, read-only session,
-        # which never takes the session lock (nothing would release it)
-        lazy = self.middleware.open(request.environ, lock=False).session
-        assert isinstance(lazy, FlaskSession)
-        return lazy
+        # Not through the middleware (app.test_request_context(), the test client's
+        # session_transaction()): a lazy session that never takes the session lock (nothing would
+        # release it); save_session writes it, as Flask's own interface would
+        exchange = self.middleware.open(request.environ, lock=False)
+        standalone = exchange.session
+        assert isinstance(standalone, FlaskSession)
+        standalone.standalone_exchange = exchange
+        return standalone
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        return None  # the middleware writes the store and the cookie when the response starts
+        exchange = getattr(session, "standalone_exchange", None)
+        if not isinstance(exchange, Exchange):
+            return None  # the middleware writes the store and the cookie when the response starts
+        result = self.middleware.driver.run(exchange.closing(response.status_code, list(response.headers.items())))
+        if isinstance(result, Answer):
+            raise exchange.failure or SessionError("the session could not be saved")
+        for name, value in result:
+            if name == "Set-Cookie":
+                response.headers.add(name, value)
+            elif name in ("Vary", "Cache-Control"):
+                response.headers[name] = value
 
     def is_null_session(self, obj: object) -> bool:
         return False

@@ -181,3 +181,33 @@ def test_environment_settings_sit_between_app_config_and_flask_keys() -> None:
     assert (c.absolute_timeout, c.idle_timeout) == (3600, 1800)  # the lifetime, and the idle it implied, yield
     with pytest.raises(ConfigError, match="SESSION_MW_IDLE_TIMOUT"):
         config_from_flask({"SESSION_MW_IDLE_TIMOUT": 5}, {})  # a typo in app.config is an error
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_session_transaction_writes_reach_the_next_request(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """Flask's documented way to log a user in for a test: writes in session_transaction() are kept."""
+    from session_mw import SessionConfig
+    from session_mw.contrib.flask import current_session
+
+    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/s.db"}.get(kind) or request.getfixturevalue(
+        "redis_url"
+    )
+    app = Flask(__name__)
+    prefix = f"st{tmp_path.name}:"
+    FlaskSessions(app, config=SessionConfig(store_url=url, key_prefix=prefix))
+
+    @app.get("/")
+    def home() -> str:
+        return f"{session.get('x')} {current_session().user_id}"
+
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["x"] = 42
+    assert client.get("/").text == "42 None"
+    with client.session_transaction() as sess:
+        assert sess["x"] == 42  # reads see what the app stored
+        sess["x"] = 43
+        sess.user_id = "alice"  # type: ignore[attr-defined]
+    assert client.get("/").text == "43 alice"
