@@ -71,6 +71,15 @@ class Session(dict[str, Any]):
             self._loader = None
             loader(self)
 
+    def mark_accessed(self) -> None:
+        """Starlette's session protocol: ``request.session`` calls it, so a response built from the
+        session (``JSONResponse(request.session)`` reads it below our methods) still varies on Cookie."""
+        self._use()
+
+    def mark_modified(self) -> None:
+        """Starlette's session protocol: the session is to be saved, as after any mutator."""
+        self._touched()
+
     def defer(self, loader: Callable[[Session], None]) -> None:
         """Load lazily: ``loader`` fills this session the first time the app uses it."""
         self._loader = loader

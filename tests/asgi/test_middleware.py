@@ -140,3 +140,16 @@ async def test_a_request_cancelled_while_loading_releases_the_lock() -> None:
     sent.clear()
     await middleware(dict(scope), receive, send)
     assert sent[0]["status"] == 200 and sent[1]["body"] == b"alice"
+
+
+def test_starlettes_session_protocol_marks_a_read_of_an_empty_session(config: SessionConfig) -> None:
+    """``request.session`` calls ``mark_accessed()``: a page built from an empty session varies on Cookie."""
+
+    async def page(request: Request) -> Response:
+        return JSONResponse(request.session)  # json reads the dict below any method of ours
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(SessionMiddleware, config=config)
+    with TestClient(app, base_url="https://shop.test") as tc:
+        r = tc.get("/")
+    assert r.json() == {} and r.headers["vary"] == "Cookie" and "set-cookie" not in r.headers
