@@ -53,6 +53,7 @@ class SessionConfig:
     cookie_name: str = "session"
     cookie_secure: bool = True
     cookie_samesite: SameSite = "lax"
+    cookie_partitioned: bool = False
     cookie_domain: str | None = None
     cookie_path: str = "/"
     host_prefix: bool = True
@@ -92,6 +93,8 @@ class SessionConfig:
             raise fail("cookie_samesite", "must be 'lax', 'strict' or 'none'")
         if self.cookie_samesite == "none" and not self.cookie_secure:
             raise fail("cookie_samesite", "'none' requires cookie_secure=True (browsers reject it otherwise)")
+        if self.cookie_partitioned and not self.cookie_secure:
+            raise fail("cookie_partitioned", "requires cookie_secure=True (browsers reject it otherwise)")
         if self.cookie_domain is not None and not (
             len(self.cookie_domain) <= 253 and _DOMAIN.fullmatch(self.cookie_domain)
         ):
@@ -348,6 +351,7 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "cookie_name": _text,
     "cookie_secure": _flag,
     "cookie_samesite": _samesite,
+    "cookie_partitioned": _flag,
     "cookie_domain": _domain,
     "cookie_path": _text,
     "host_prefix": _flag,

@@ -73,6 +73,7 @@ class CookieRules:
             secure=c.cookie_secure,
             httponly=True,
             samesite=c.cookie_samesite.capitalize(),
+            partitioned=c.cookie_partitioned,
         )
 
     def expire_cookie(self) -> str:
@@ -88,6 +89,7 @@ class CookieRules:
             secure=c.cookie_secure,
             httponly=True,
             samesite=c.cookie_samesite.capitalize(),
+            partitioned=c.cookie_partitioned,
         )
 
 

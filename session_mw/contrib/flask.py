@@ -96,6 +96,8 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
         out["cookie_samesite"] = str(app_config["SESSION_COOKIE_SAMESITE"]).lower()
     if app_config.get("SESSION_COOKIE_SECURE") is True:
         out["cookie_secure"] = True
+    if app_config.get("SESSION_COOKIE_PARTITIONED") is True:
+        out["cookie_partitioned"] = True
     lifetime = app_config.get("PERMANENT_SESSION_LIFETIME")
     if lifetime is not None and lifetime != _FLASK_LIFETIME_DEFAULT:
         seconds = int(lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime)

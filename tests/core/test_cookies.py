@@ -135,3 +135,23 @@ def test_custom_cookie_settings() -> None:
     rules = CookieRules(SessionConfig(cookie_name="sid", cookie_domain="example.com", cookie_samesite="strict"))
     header = rules.set_cookie(TOKEN, None)
     assert header.startswith("sid=") and "Domain=example.com" in header and "SameSite=Strict" in header
+
+
+def test_a_partitioned_cookie_carries_the_attribute_and_needs_secure() -> None:
+    import pytest as _pytest
+
+    from session_mw import ConfigError
+
+    rules = CookieRules(SessionConfig(cookie_partitioned=True, cookie_samesite="none"))
+    assert "Partitioned" in rules.set_cookie(TOKEN, None) and "Partitioned" in rules.expire_cookie()
+    assert "Partitioned" not in RULES.set_cookie(TOKEN, None)
+    with _pytest.raises(ConfigError, match="cookie_partitioned"):
+        SessionConfig(cookie_partitioned=True, cookie_secure=False)
+    assert SessionConfig.from_env(environ={"SESSION_MW_COOKIE_PARTITIONED": "true"}).cookie_partitioned is True
+
+
+def test_flasks_partitioned_setting_maps_to_ours() -> None:
+    from session_mw.contrib.flask import config_from_flask
+
+    assert config_from_flask({"SESSION_COOKIE_PARTITIONED": True}, environ={}).cookie_partitioned is True
+    assert config_from_flask({}, environ={}).cookie_partitioned is False
