@@ -227,7 +227,7 @@ def test_locking_serializes_the_requests_of_one_session(
 
         def add(tab: httpx.Client, item: str) -> int:
             barrier.wait()
-            return tab.post("/slow-add", json={"item": item, "sleep": 0.1}, headers=cookie(token)).status_code
+            return tab.post("/slow-add", json={"item": item, "sleep": 0.05}, headers=cookie(token)).status_code
 
         with ThreadPoolExecutor(len(tabs)) as pool:
             statuses = list(pool.map(add, tabs, ["a", "b", "c"]))
