@@ -54,6 +54,7 @@ class SessionConfig:
     cookie_secure: bool = True
     cookie_samesite: SameSite = "lax"
     cookie_partitioned: bool = False
+    remember_default: bool = False
     cookie_domain: str | None = None
     cookie_path: str = "/"
     host_prefix: bool = True
@@ -352,6 +353,7 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "cookie_secure": _flag,
     "cookie_samesite": _samesite,
     "cookie_partitioned": _flag,
+    "remember_default": _flag,
     "cookie_domain": _domain,
     "cookie_path": _text,
     "host_prefix": _flag,

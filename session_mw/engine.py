@@ -180,7 +180,9 @@ class Exchange:
         self._owner: str | None = None
         self._held = False
         now = engine.clock()
-        self.session = engine.session_class(created_at=now, last_seen=now, user_agent=self.user_agent)
+        self.session = engine.session_class(
+            created_at=now, last_seen=now, user_agent=self.user_agent, remember=engine.config.remember_default
+        )
 
     def __repr__(self) -> str:
         return f"Exchange(presented={self.presented}, live={self.live})"

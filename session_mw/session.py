@@ -29,6 +29,7 @@ class Session(dict[str, Any]):
         "_new",
         "_regenerate",
         "_remember",
+        "_remember_default",
         "_user_id",
         "accessed",
         "modified",
@@ -56,7 +57,7 @@ class Session(dict[str, Any]):
         self._last_seen = last_seen
         self.user_agent = user_agent
         self._user_id = user_id
-        self._remember = remember
+        self._remember = self._remember_default = remember
         self._regenerate = False
         self._invalidated = False
         self._login = False
@@ -152,7 +153,7 @@ class Session(dict[str, Any]):
         self._regenerate = False
         self._login = False
         self._user_id = None
-        self._remember = False
+        self._remember = self._remember_default  # a new session after a logout, with the default
         self.modified = True
 
     def login(self, user_id: str) -> None:

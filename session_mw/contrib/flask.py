@@ -15,6 +15,7 @@ same door as any WSGI app; its ``SessionInterface`` only hands Flask the middlew
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import fields
@@ -37,6 +38,21 @@ from ..wsgi import session_manager as _environ_manager
 from .flask_serializer import FlaskSerializer
 
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
+log = logging.getLogger("session_mw")
+#: Flask-Session settings with no equivalent, and why.
+_WITHOUT_MEANING: dict[str, str] = {
+    "SESSION_TYPE": "the store is SESSION_MW_STORE_URL",
+    "SESSION_REDIS": "the store is SESSION_MW_STORE_URL (redis://...)",
+    "SESSION_USE_SIGNER": "the cookie is a random token: there is nothing to sign",
+    "SESSION_REFRESH_EACH_REQUEST": "reads never rewrite a session; the idle expiry is refreshed by throttled touches",
+    "SESSION_ID_LENGTH": "tokens are SESSION_MW_TOKEN_BYTES random bytes",
+    "SESSION_SERIALIZATION_FORMAT": "values are always JSON",
+    "SESSION_CLEANUP_N_REQUESTS": "stores collect expired sessions themselves",
+    "SESSION_FILE_DIR": "the store is SESSION_MW_STORE_URL",
+    "SESSION_MEMCACHED": "the store is SESSION_MW_STORE_URL",
+    "SESSION_SQLALCHEMY": "the store is SESSION_MW_STORE_URL",
+    "SESSION_MONGODB": "the store is SESSION_MW_STORE_URL",
+}
 _PREFIX = "SESSION_MW_"
 _DEFAULT_IDLE: float = SessionConfig().idle_timeout
 
@@ -98,6 +114,13 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
         out["cookie_secure"] = True
     if app_config.get("SESSION_COOKIE_PARTITIONED") is True:
         out["cookie_partitioned"] = True
+    # Flask-Session's keys: what has a meaning here is mapped, the rest is named once in a warning
+    if app_config.get("SESSION_PERMANENT") is not None:
+        out["remember_default"] = bool(app_config["SESSION_PERMANENT"])
+    if app_config.get("SESSION_KEY_PREFIX"):
+        out["key_prefix"] = app_config["SESSION_KEY_PREFIX"]
+    for key in sorted(_WITHOUT_MEANING.keys() & {k for k in app_config if isinstance(k, str)}):
+        log.warning("%s has no meaning for session_mw and is ignored: %s", key, _WITHOUT_MEANING[key])
     lifetime = app_config.get("PERMANENT_SESSION_LIFETIME")
     if lifetime is not None and lifetime != _FLASK_LIFETIME_DEFAULT:
         seconds = int(lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime)

@@ -211,3 +211,42 @@ def test_session_transaction_writes_reach_the_next_request(
         sess["x"] = 43
         sess.user_id = "alice"  # type: ignore[attr-defined]
     assert client.get("/").text == "43 alice"
+
+
+def test_flask_session_settings_are_mapped_or_named(caplog: pytest.LogCaptureFixture) -> None:
+    from session_mw.contrib.flask import config_from_flask
+
+    with caplog.at_level("WARNING", logger="session_mw"):
+        config = config_from_flask(
+            {
+                "SESSION_PERMANENT": True,
+                "SESSION_KEY_PREFIX": "app:",
+                "SESSION_TYPE": "redis",
+                "SESSION_USE_SIGNER": True,
+            },
+            environ={},
+        )
+    assert config.remember_default is True and config.key_prefix == "app:"
+    assert "SESSION_TYPE has no meaning" in caplog.text and "SESSION_USE_SIGNER has no meaning" in caplog.text
+    assert caplog.text.count("SESSION_TYPE") == 1
+
+
+def test_remember_default_gives_a_persistent_cookie_to_a_new_session() -> None:
+    app = Flask(__name__)
+    app.config.update(SESSION_PERMANENT=True, SESSION_MW_STORE_URL="memory://")
+    FlaskSessions(app)
+
+    @app.post("/")
+    def write() -> str:
+        session["x"] = 1
+        return "ok"
+
+    @app.post("/logout")
+    def logout() -> str:
+        session.clear()
+        session["after"] = 1
+        return "ok"
+
+    client = app.test_client()
+    assert "Max-Age=28800" in set_cookie(client.post("/"))
+    assert "Max-Age=" in set_cookie(client.post("/logout"))  # the session after a logout has the default too
