@@ -1,0 +1,1 @@
+"""Drop-in replacements that take the peers' own arguments (Starlette's SessionMiddleware, ...)."""
