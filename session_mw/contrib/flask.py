@@ -119,7 +119,10 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
         out["remember_default"] = bool(app_config["SESSION_PERMANENT"])
     if app_config.get("SESSION_KEY_PREFIX"):
         out["key_prefix"] = app_config["SESSION_KEY_PREFIX"]
-    for key in sorted(_WITHOUT_MEANING.keys() & {k for k in app_config if isinstance(k, str)}):
+    ignored = _WITHOUT_MEANING.keys() & {k for k in app_config if isinstance(k, str)}
+    if app_config.get("SESSION_TYPE") == "redis" and app_config.get("SESSION_REDIS") is not None:
+        ignored -= {"SESSION_TYPE", "SESSION_REDIS"}  # FlaskSessions uses that Redis as its store
+    for key in sorted(ignored):
         log.warning("%s has no meaning for session_mw and is ignored: %s", key, _WITHOUT_MEANING[key])
     lifetime = app_config.get("PERMANENT_SESSION_LIFETIME")
     if lifetime is not None and lifetime != _FLASK_LIFETIME_DEFAULT:
@@ -177,13 +180,25 @@ class FlaskSessions:
     def init_app(self, app: Flask) -> None:
         config = self._config or config_from_flask(app.config)
         engine = Engine(config, serializer=FlaskSerializer(), session_class=FlaskSession)
-        store = self._store if self._store is not None else open_store(config)
+        store = self._store if self._store is not None else _flask_session_store(app.config, config)
         middleware = WSGISessionMiddleware(app.wsgi_app, config, store=store, engine=engine)
         cast(Any, app).wsgi_app = middleware  # Flask's documented way to add WSGI middleware
         app.session_interface = ServerSideSessionInterface(middleware)
         app.register_error_handler(StoreUnavailable, _session_failure)
         app.register_error_handler(SessionBusy, _session_failure)
         app.extensions["session_mw"] = middleware
+
+
+def _flask_session_store(app_config: Mapping[str, Any], config: SessionConfig) -> Store:
+    """Flask-Session's ``SESSION_TYPE="redis"`` with its ``SESSION_REDIS`` client: the same Redis,
+    used by our store (unless ``SESSION_MW_STORE_URL`` names one); otherwise the configured store."""
+    client = app_config.get("SESSION_REDIS")
+    explicit = any(str(k).upper() == f"{_PREFIX}STORE_URL" for k in app_config) or f"{_PREFIX}STORE_URL" in os.environ
+    if app_config.get("SESSION_TYPE") == "redis" and client is not None and not explicit:
+        from ..stores.redis import RedisStore
+
+        return RedisStore(client, config.key_prefix)
+    return open_store(config)
 
 
 def _session_failure(exc: SessionError) -> Response:

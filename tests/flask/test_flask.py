@@ -250,3 +250,21 @@ def test_remember_default_gives_a_persistent_cookie_to_a_new_session() -> None:
     client = app.test_client()
     assert "Max-Age=28800" in set_cookie(client.post("/"))
     assert "Max-Age=" in set_cookie(client.post("/logout"))  # the session after a logout has the default too
+
+
+def test_flask_sessions_redis_settings_become_our_store(redis_url: str, key_prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    app = Flask(__name__)
+    app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=key_prefix)
+    FlaskSessions(app)
+
+    @app.post("/")
+    def write() -> str:
+        session["x"] = 1
+        return "ok"
+
+    app.test_client().post("/")
+    assert [k.decode() for k in client.scan_iter(match=f"{key_prefix}s:*")]  # the session is in that Redis
+    client.close()
