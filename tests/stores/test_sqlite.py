@@ -18,21 +18,17 @@ from session_mw.stores.base import (
     Collect,
     Create,
     Delete,
-    Lifetime,
     Load,
     Meta,
-    Record,
     Rotate,
-    SessionsOf,
     Update,
     WouldBlock,
 )
 from session_mw.stores.sqlite import SCHEMA_VERSION, SQLiteStore, path_from_url
 from session_mw.stores.threaded import AsyncFromSync
-from session_mw.testing import FakeClock, digest, meta
+from session_mw.testing import LIFE, FakeClock, digest, listed, load, meta
 
-IDLE = 600.0
-LIFE = Lifetime(IDLE, 3600.0, 60.0)
+IDLE = LIFE.idle_timeout
 START = 1_700_000_000.0
 
 
@@ -40,14 +36,6 @@ def create(store: SQLiteStore, n: int, *, user: str | None = None, **data: bytes
     m = meta(store._clock(), user)
     store.execute(Create(digest(n), m, data or {"a": b"1"}, LIFE))
     return m
-
-
-def load(store: SQLiteStore, n: int) -> Record | None:
-    return store.execute(Load(digest(n), LIFE))
-
-
-def listed(store: SQLiteStore, user: str) -> list[str]:
-    return [k for k, _ in store.execute(SessionsOf(user, LIFE))]
 
 
 def raw_count(path: Path, table: str = "sessions") -> int:
