@@ -152,8 +152,16 @@ class SessionConfig:
         return self.host_prefix and self.cookie_secure and self.cookie_path == "/" and not self.cookie_domain
 
     @property
+    def cookie_prefix(self) -> str:
+        """The strongest prefix the attributes allow: a prefixed cookie cannot be set over plain
+        http, and a ``__Host-`` one not from a sibling host nor for another path either."""
+        if not (self.host_prefix and self.cookie_secure):
+            return ""
+        return "__Host-" if self.uses_host_prefix else "__Secure-"
+
+    @property
     def full_cookie_name(self) -> str:
-        return f"__Host-{self.cookie_name}" if self.uses_host_prefix else self.cookie_name
+        return self.cookie_prefix + self.cookie_name
 
     def replace(self, **changes: Any) -> SessionConfig:
         """A validated copy with ``changes``.

@@ -19,8 +19,9 @@ from .tokens import is_well_formed, token_length
 #: no token". Generous, because other apps on the same host or parent domain may send big
 #: cookies; most servers refuse such headers well before this (gunicorn: 8190 bytes a line).
 MAX_COOKIE_HEADER = 65536
-#: The limit on our own cookie's value; our tokens are far shorter.
-MAX_COOKIE_VALUE = 4096
+#: At most this many tokens under our name are looked up (one store read each); more is
+#: nothing a browser builds by itself, and none of them is used.
+MAX_CANDIDATES = 4
 
 #: One Cookie line of a comma-joined header (gunicorn joins repeated lines with ","): any
 #: text up to a comma, where a comma inside a quoted value (``="..."`` closed before ``;``,
@@ -41,25 +42,32 @@ class CookieRules:
         self._needle = self.name + "="
         self._token_length = token_length(config.token_bytes)
 
-    def read(self, header: str | None) -> tuple[str | None, bool]:
-        """Return ``(token, presented)``.
+    def read(self, header: str | None) -> tuple[tuple[str, ...], bool]:
+        """Return ``(tokens, ignored)``: the values under our name shaped like our tokens, in the
+        browser's order, and whether a value under our name was left out.
 
-        ``token`` is a well-formed token or None; ``presented`` says whether the browser sent
-        a cookie under our name at all (so a bad one can be cleared). Only our own value is
-        size-limited: other cookies, however many, never cost us the session.
+        Browsers list cookies with longer paths first, so a second token is a cookie of the same
+        name set for another path or domain (an app mounted elsewhere on the host, a cookie from
+        before a change of ``cookie_path``); the engine picks ours among them. A value not shaped
+        like our tokens was never set by us: it is ignored, and never expired. Only our own value
+        is size-limited: other cookies, however many, never cost us the session.
         """
         if not header or self._needle not in header:  # the hot path: no session cookie
-            return None, False
+            return (), False
         if len(header) > MAX_COOKIE_HEADER:
-            return None, True
-        needle, name = self._needle, self.name
+            return (), True
+        needle, name, length = self._needle, self.name, self._token_length
         values = [v for line in _lines(header) if needle in line for v in parse_cookie(line).getlist(name)]
-        if len(values) != 1:  # unparsable (none found despite the name) or duplicated
-            return None, True
-        value = values[0]
-        if len(value) > MAX_COOKIE_VALUE or not is_well_formed(value, self._token_length):
-            return None, True
-        return value, True
+        if len(values) == 1:  # the common case
+            value = values[0]
+            if is_well_formed(value, length):  # which bounds its size: our tokens have one length
+                return (value,), False
+            return (), True
+        shaped = [v for v in values if is_well_formed(v, length)]
+        tokens = tuple(dict.fromkeys(shaped))  # in the browser's order, once each
+        if len(tokens) > MAX_CANDIDATES:
+            return (), True
+        return tokens, len(shaped) != len(values)
 
     def set_cookie(self, token: str, max_age: int | None) -> str:
         """The Set-Cookie value that hands ``token`` to the browser."""

@@ -129,11 +129,11 @@ class Engine:
     def exchange(self, cookie_header: str | None, user_agent: str = "") -> Exchange:
         """The session state of one request, from its Cookie header (lines joined by ``;`` or ``,``)."""
         if not cookie_header:
-            return Exchange(self, None, False, user_agent)
-        token, presented = self.cookies.read(cookie_header)
-        if token is None and presented:
-            security_log.info("malformed, oversized or duplicated session cookie ignored")
-        return Exchange(self, token, presented, user_agent)
+            return Exchange(self, (), user_agent)
+        tokens, ignored = self.cookies.read(cookie_header)
+        if ignored:
+            security_log.info("a malformed or oversized cookie under the session cookie's name was ignored")
+        return Exchange(self, tokens, user_agent)
 
     def answer_for(self, exc: BaseException, *, report: bool = True) -> Answer | None:
         """The answer to a session failure: 503 for the store down or the session busy; None for others.
@@ -153,6 +153,7 @@ class Exchange:
     """One request's session: what came in, what the app did, and what goes out."""
 
     __slots__ = (
+        "_candidates",
         "_held",
         "_owner",
         "_token",
@@ -167,11 +168,16 @@ class Exchange:
         "user_agent",
     )
 
-    def __init__(self, engine: Engine, token: str | None, presented: bool, user_agent: str) -> None:
+    def __init__(self, engine: Engine, tokens: tuple[str, ...], user_agent: str) -> None:
         self.engine = engine
-        self._token = token
-        self.key = engine.digest(token) if token is not None else None
-        self.presented = presented
+        # one token: the session's; several (cookies of our name for other paths or domains):
+        # ``opening`` finds ours among them
+        self._token = tokens[0] if len(tokens) == 1 else None
+        self._candidates = tokens if len(tokens) > 1 else ()
+        self.key = engine.digest(self._token) if self._token is not None else None
+        #: the browser sent a token under our name: a dead one is expired by a response that
+        #: used the session (never a value we could not have set)
+        self.presented = bool(tokens)
         self.user_agent = user_agent[:MAX_USER_AGENT]
         self.meta: Meta | None = None
         self.corrupt = False
@@ -189,7 +195,7 @@ class Exchange:
 
     @property
     def needs_load(self) -> bool:
-        return self.key is not None
+        return self.key is not None or bool(self._candidates)
 
     @property
     def live(self) -> bool:
@@ -207,7 +213,7 @@ class Exchange:
 
     def defer(self, load: Callable[[Exchange], None]) -> None:
         """Load lazily: ``load(self)`` runs the opening plan the first time the app uses the session."""
-        if self.key is not None:
+        if self.needs_load:
             self.session.defer(lambda session: load(self))
 
     # -- opening: the lock, then the load ------------------------------------------------
@@ -215,18 +221,44 @@ class Exchange:
     def opening(self, *, lock: bool = True) -> Plan[Answer | None]:
         """The lock (when ``locking`` is on and ``lock``), then the load; an ``Answer`` if either failed."""
         engine = self.engine
-        assert self.key is not None
         try:
-            if lock and engine.config.locking and not (yield from self._acquire()):
+            probed = (yield from self._choose()) if self._candidates else None
+            if self.key is None:
+                return None
+            locking = lock and engine.config.locking
+            if locking and not (yield from self._acquire()):
                 self.failure = SessionBusy("the session stayed locked by another request")
                 return engine.busy
-            record = yield Load(self.key, engine.lifetime)
+            record = probed if probed is not None and not locking else (yield Load(self.key, engine.lifetime))
         except StoreUnavailable as exc:
             self.failure = exc
             yield from self.releasing()
             return engine.answer_for(exc)
         self._fill(record)
         return None
+
+    def _choose(self) -> Plan[Record | None]:
+        """Several tokens under our name: ours is the one live session among them.
+
+        One read per token, only in this rare case. Two live sessions mean a cookie was planted
+        for a longer path or a parent domain (cookie tossing; ``__Host-`` cookies cannot be):
+        neither is used and none is expired, so a planted session never replaces the user's own.
+        """
+        engine, found = self.engine, None
+        for token in self._candidates:
+            key = engine.digest(token)
+            record = yield Load(key, engine.lifetime)
+            if record is None:
+                continue
+            if found is not None:
+                security_log.warning("two live sessions under the session cookie's name: neither is used")
+                self.presented = False
+                self._token = self.key = None
+                return None
+            found, self._token, self.key = record, token, key
+        if found is None:
+            security_log.info("unknown or expired session tokens presented")
+        return found
 
     def _acquire(self) -> Plan[bool]:
         engine = self.engine

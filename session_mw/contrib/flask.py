@@ -106,8 +106,10 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
         out["cookie_name"] = name
     if app_config.get("SESSION_COOKIE_DOMAIN"):
         out["cookie_domain"] = app_config["SESSION_COOKIE_DOMAIN"]
-    if app_config.get("SESSION_COOKIE_PATH"):
-        out["cookie_path"] = app_config["SESSION_COOKIE_PATH"]
+    # Flask's cookie path: SESSION_COOKIE_PATH, else APPLICATION_ROOT (an app mounted under a prefix)
+    path = app_config.get("SESSION_COOKIE_PATH") or app_config.get("APPLICATION_ROOT")
+    if path and path != "/":
+        out["cookie_path"] = path
     if app_config.get("SESSION_COOKIE_SAMESITE"):
         out["cookie_samesite"] = str(app_config["SESSION_COOKIE_SAMESITE"]).lower()
     if app_config.get("SESSION_COOKIE_SECURE") is True:

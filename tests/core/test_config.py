@@ -300,11 +300,14 @@ def test_store_url_passwords_are_masked_in_messages(url: str) -> None:
         assert "hunter2" not in message and "store_url" in message
 
 
-def test_host_prefix_only_when_the_browser_allows_it() -> None:
+def test_the_strongest_prefix_the_browser_allows() -> None:
+    assert SessionConfig().full_cookie_name == "__Host-session"
     assert SessionConfig(cookie_secure=False).full_cookie_name == "session"
-    assert SessionConfig(cookie_domain="example.com").full_cookie_name == "session"
-    assert SessionConfig(cookie_path="/app").full_cookie_name == "session"
+    assert SessionConfig(cookie_domain="example.com").full_cookie_name == "__Secure-session"
+    assert SessionConfig(cookie_path="/app").full_cookie_name == "__Secure-session"
+    assert SessionConfig(cookie_path="/app", cookie_secure=False).full_cookie_name == "session"
     assert SessionConfig(host_prefix=False).full_cookie_name == "session"
+    assert SessionConfig(host_prefix=False, cookie_path="/app").full_cookie_name == "session"
 
 
 def test_from_env_uses_the_documented_names() -> None:

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from session_mw.config import SessionConfig
-from session_mw.cookies import MAX_COOKIE_HEADER, MAX_COOKIE_VALUE, CookieRules
+from session_mw.cookies import MAX_CANDIDATES, MAX_COOKIE_HEADER, CookieRules
 from session_mw.tokens import Digester, new_token, token_length
 
 RULES = CookieRules(SessionConfig())
@@ -28,10 +28,10 @@ def test_store_key_is_a_digest_never_the_token() -> None:
 
 
 def test_reads_our_cookie_among_others() -> None:
-    assert RULES.read(f"theme=dark; __Host-session={TOKEN}; x=1") == (TOKEN, True)
-    assert RULES.read(None) == (None, False)
-    assert RULES.read("") == (None, False)
-    assert RULES.read("theme=dark") == (None, False)
+    assert RULES.read(f"theme=dark; __Host-session={TOKEN}; x=1") == ((TOKEN,), False)
+    assert RULES.read(None) == ((), False)
+    assert RULES.read("") == ((), False)
+    assert RULES.read("theme=dark") == ((), False)
 
 
 @pytest.mark.parametrize("comma", [",", ", "])
@@ -50,22 +50,22 @@ def test_reads_our_cookie_among_others() -> None:
 )
 def test_cookie_lines_joined_with_commas_are_read_as_lines(comma: str, lines: list[str]) -> None:
     """Gunicorn joins repeated Cookie lines with ','; werkzeug alone would read ours as part of a value."""
-    assert RULES.read(comma.join(lines)) == (TOKEN, True)
+    assert RULES.read(comma.join(lines)) == ((TOKEN,), False)
 
 
 def test_other_cookies_never_cost_the_session() -> None:
     others = "; ".join(f"site{i}={'v' * 200}" for i in range(100))  # about 20 KiB
     assert len(others) > 20_000
-    assert RULES.read(f"{others}; __Host-session={TOKEN}") == (TOKEN, True)
-    assert RULES.read(f"__Host-session={TOKEN}; {others}") == (TOKEN, True)
-    assert RULES.read(f"{others},__Host-session={TOKEN},{others}") == (TOKEN, True)
-    assert RULES.read(others) == (None, False)
+    assert RULES.read(f"{others}; __Host-session={TOKEN}") == ((TOKEN,), False)
+    assert RULES.read(f"__Host-session={TOKEN}; {others}") == ((TOKEN,), False)
+    assert RULES.read(f"{others},__Host-session={TOKEN},{others}") == ((TOKEN,), False)
+    assert RULES.read(others) == ((), False)
 
 
 def test_only_our_value_is_size_limited() -> None:
-    assert RULES.read(f"big={'v' * MAX_COOKIE_VALUE * 2}; __Host-session={TOKEN}") == (TOKEN, True)
-    assert RULES.read(f"a=1; __Host-session={'A' * (MAX_COOKIE_VALUE + 1)}") == (None, True)
-    assert RULES.read(f"a=1,__Host-session={'A' * (MAX_COOKIE_VALUE + 1)}") == (None, True)
+    assert RULES.read(f"big={'v' * 8192}; __Host-session={TOKEN}") == ((TOKEN,), False)
+    assert RULES.read(f"a=1; __Host-session={'A' * 8192}") == ((), True)
+    assert RULES.read(f"a=1,__Host-session={'A' * 8192}") == ((), True)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_only_our_value_is_size_limited() -> None:
     ],
 )
 def test_headers_without_our_name_mean_no_cookie(header: str) -> None:
-    assert RULES.read(header) == (None, False)
+    assert RULES.read(header) == ((), False)
 
 
 @pytest.mark.parametrize("unit", ['=",', '="\\"', 'a="', '=""",', "a=b, ", '"\\",='])
@@ -93,7 +93,6 @@ def test_hostile_headers_stay_cheap(unit: str) -> None:
 @pytest.mark.parametrize(
     "header",
     [
-        f"__Host-session={TOKEN}; __Host-session={new_token(32)}",  # duplicated
         f"__Host-session={TOKEN[:-1]}",  # wrong length
         f"__Host-session={TOKEN[:-1]}!",  # not URL-safe
         "__Host-session=" + "A" * 5000,  # oversized
@@ -101,18 +100,33 @@ def test_hostile_headers_stay_cheap(unit: str) -> None:
         '__Host-session="unterminated',
         "__Host-session=; ;;; ===",
         "x=" + "y" * MAX_COOKIE_HEADER + f"; __Host-session={TOKEN}",  # beyond the work bound
-        f"__Host-session={TOKEN},__Host-session={OTHER}",  # duplicated across joined lines
-        f"a=1; __Host-session={TOKEN}, b=2; __Host-session={OTHER}",
-        f"a=1,__Host-session={TOKEN}; b=2,__Host-session={TOKEN}",  # even twice the same value
-        f"__Host-session={TOKEN}, __Host-session={OTHER}; c=3",
         f'x="a,__Host-session={TOKEN}"',  # inside another cookie's quoted value: not ours
         f'x="a,__Host-session={TOKEN},b"',
         f"x=1,__Host-session={TOKEN[:-1]}",
+        "; ".join(f"__Host-session={new_token(32)}" for _ in range(MAX_CANDIDATES + 1)),  # no browser does this
     ],
 )
 def test_bad_cookies_mean_no_session_never_an_error(header: str) -> None:
-    token, presented = RULES.read(header)
-    assert token is None and presented is True
+    assert RULES.read(header)[0] == ()
+
+
+@pytest.mark.parametrize(
+    ("header", "tokens", "ignored"),
+    [
+        (f"__Host-session={TOKEN}; __Host-session={OTHER}", (TOKEN, OTHER), False),
+        (f"__Host-session={OTHER}; __Host-session={TOKEN}", (OTHER, TOKEN), False),  # the browser's order
+        (f"__Host-session={TOKEN},__Host-session={OTHER}", (TOKEN, OTHER), False),  # across joined lines
+        (f"a=1; __Host-session={TOKEN}, b=2; __Host-session={OTHER}", (TOKEN, OTHER), False),
+        (f"a=1,__Host-session={TOKEN}; b=2,__Host-session={TOKEN}", (TOKEN,), False),  # twice the same: once
+        (f"__Host-session=eyJhIjoxfQ.Zx1.sig; __Host-session={TOKEN}", (TOKEN,), True),  # a signed cookie: not ours
+        (f"__Host-session={TOKEN}; __Host-session=", (TOKEN,), True),
+    ],
+)
+def test_several_values_under_our_name_yield_the_token_shaped_ones(
+    header: str, tokens: tuple[str, ...], ignored: bool
+) -> None:
+    """Cookies of our name for another path or domain; the engine finds the live one among them."""
+    assert RULES.read(header) == (tokens, ignored)
 
 
 def test_set_cookie_carries_every_protection() -> None:
@@ -134,7 +148,7 @@ def test_expire_cookie_matches_name_and_attributes() -> None:
 def test_custom_cookie_settings() -> None:
     rules = CookieRules(SessionConfig(cookie_name="sid", cookie_domain="example.com", cookie_samesite="strict"))
     header = rules.set_cookie(TOKEN, None)
-    assert header.startswith("sid=") and "Domain=example.com" in header and "SameSite=Strict" in header
+    assert header.startswith("__Secure-sid=") and "Domain=example.com" in header and "SameSite=Strict" in header
 
 
 def test_a_partitioned_cookie_carries_the_attribute_and_needs_secure() -> None:

@@ -336,3 +336,69 @@ def test_the_touch_interval_is_a_tenth_of_any_idle_timeout() -> None:
     for idle in (2, 3.5, 10, 1800):
         engine = Engine(SessionConfig(idle_timeout=idle, absolute_timeout=10_000))
         assert engine.lifetime.touch_interval == pytest.approx(idle / 10)
+
+
+class Keyed(Script):
+    """A scripted store that knows several keys: ``records`` by store key."""
+
+    def __init__(self, records: dict[str, Record]) -> None:
+        super().__init__()
+        self.records = records
+
+    def __call__(self, op: Any) -> Any:
+        if isinstance(op, Load):
+            self.ops.append(op)
+            return self.records.get(op.key)
+        return super().__call__(op)
+
+
+def _header(*tokens: str) -> str:
+    return "; ".join(cookie(t) for t in tokens)
+
+
+@pytest.mark.parametrize("live_at", [0, 1, 2])
+def test_of_several_tokens_ours_is_the_one_live_session(engine: Engine, live_at: int) -> None:
+    tokens = [new_token(32) for _ in range(3)]
+    script = Keyed({engine.digest(tokens[live_at]): stored(engine, {"cart": ["apple"]}, user_id="alice")})
+    exchange = opened(engine, script, header=_header(*tokens))
+    assert exchange.live and exchange.session.user_id == "alice"
+    assert [op.key for op in script.ops if isinstance(op, Load)] == [engine.digest(t) for t in tokens]
+    exchange.session["cart"].append("pear")
+    headers = closed(exchange, script)
+    [update] = script.writes()
+    assert isinstance(update, Update) and update.key == engine.digest(tokens[live_at])
+    assert not any(name == "Set-Cookie" for name, _ in headers)
+
+
+def test_with_locking_the_chosen_session_is_locked_then_read_again(clock: FakeClock) -> None:
+    engine = Engine(CONFIG.replace(locking=True), clock=clock)
+    dead, live = new_token(32), new_token(32)
+    script = Keyed({engine.digest(live): stored(engine, {"x": 1})})
+    exchange = opened(engine, script, header=_header(dead, live))
+    kinds = [(type(op).__name__, op.key) for op in script.ops if isinstance(op, (Load, AcquireLock))]
+    key = engine.digest(live)
+    assert kinds == [("Load", engine.digest(dead)), ("Load", key), ("AcquireLock", key), ("Load", key)]
+    assert exchange.holds_lock and exchange.session["x"] == 1
+
+
+def test_two_live_sessions_are_both_refused_and_neither_is_expired(engine: Engine) -> None:
+    mine, planted = new_token(32), new_token(32)
+    script = Keyed({engine.digest(t): stored(engine, {"x": 1}, user_id="alice") for t in (mine, planted)})
+    exchange = opened(engine, script, header=_header(planted, mine))
+    assert not exchange.live and exchange.session.get("x") is None and exchange.session.user_id is None
+    assert closed(exchange, script) == [("Vary", "Cookie")]  # used, yet nothing expired
+    assert script.writes() == []
+
+
+def test_several_dead_tokens_are_expired_like_one(engine: Engine) -> None:
+    exchange = opened(engine, Keyed({}), header=_header(new_token(32), new_token(32)))
+    exchange.session.get("x")
+    headers = closed(exchange, Keyed({}))
+    assert ("Set-Cookie", engine.expire_cookie) in headers
+
+
+def test_a_value_we_could_not_have_set_is_never_expired(engine: Engine) -> None:
+    exchange = engine.exchange("__Host-session=eyJhIjoxfQ.Zx1.sig", "Firefox")
+    assert not exchange.needs_load and not exchange.presented
+    exchange.session.get("x")
+    assert closed(exchange, Script()) == [("Vary", "Cookie")]

@@ -519,14 +519,28 @@ class ShopContract(ShopFixtures):
         assert browser.token is not None and len(browser.token) == 43  # a fresh session, not the bad one
         assert browser.cart() == ["apple"]
 
-    def test_a_live_token_sent_twice_is_not_trusted(self, browser: Browser) -> None:
+    def test_a_second_cookie_of_our_name_neither_hides_nor_replaces_the_session(
+        self, shop: Shop, browser: Browser
+    ) -> None:
+        """A cookie of our name for another path (an app mounted elsewhere, an old setting) is ignored;
+        two live sessions (one planted by cookie tossing) are both refused, and neither is expired."""
         browser.login()
         token = browser.token
         assert token is not None
-        response = browser.get("/api/me", cookie=f"{COOKIE}={token}; {COOKIE}={FAKE_TOKEN}")
-        assert response.status_code == 401
+        for other in (FAKE_TOKEN, "eyJ1c2VyIjoiYWxpY2UifQ.ZxY.sig"):  # a forged token, a signed-cookie value
+            for pair in ((token, other), (other, token)):
+                response = browser.get("/api/me", cookie="; ".join(f"{COOKIE}={v}" for v in pair))
+                assert response.status_code == 200 and response.json() == {"user": "alice"}
+                assert not session_cookies(response)
+        planted = Browser(shop)
+        planted.login("bob", "builder")
+        both = f"{COOKIE}={planted.token}; {COOKIE}={token}"
+        response = browser.get("/api/me", cookie=both)
+        assert response.status_code == 401 and not session_cookies(response)
+        assert browser.post("/api/cart", cookie=both, json={"item": "pear"}).status_code == 200
         browser.token = token
-        assert browser.me() == "alice"  # the session itself is intact
+        assert browser.me() == "alice" and browser.cart() == []  # untouched by the refused pair
+        planted.close()
 
     def test_item_limits(self, browser: Browser) -> None:
         assert browser.add("a" * 64) == ["a" * 64]
