@@ -242,6 +242,11 @@ def _shown(name: str, value: object) -> str:
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
 
 
+def warn_weaker(source: str, setting: str, why: str) -> None:
+    """One warning for a setting the app chose that is weaker than our defaults: it is honoured."""
+    logging.getLogger("session_mw").warning("%s: %s is weaker than the default and honoured: %s", source, setting, why)
+
+
 def _redact(name: str, value: Any) -> Any:
     """Hide the password of a store URL (``redis://:secret@host``, ``?password=``) in reprs and errors."""
     if name != "store_url" or not isinstance(value, str):
@@ -379,3 +384,6 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "lock_timeout": _seconds,
     "max_session_bytes": _count,
 }
+
+#: Every default, for code that compares a setting with it (the migration shims).
+DEFAULTS = SessionConfig()

@@ -4,11 +4,16 @@
     from session_mw.compat.starlette import SessionMiddleware
     app.add_middleware(SessionMiddleware, secret_key=settings.SECRET_KEY, max_age=14 * 24 * 3600)
 
-From the app's side it behaves as Starlette's: ``request.session`` is a dict, a session lasts
-``max_age`` seconds (a persistent cookie), ``path``/``domain``/``same_site``/``partitioned`` mean
-the same. The data lives in the store (``store_url``, default the SQLite file), the cookie holds
-a random token, and ``secret_key`` keys the store digests. One difference by design: Secure
-stays on unless the app passes ``https_only=False`` itself (Starlette's default is off).
+From the app's side it behaves as Starlette's: ``request.session`` is a dict, the cookie is
+persistent and a session ends ``max_age`` seconds after it began; ``path``, ``domain``,
+``same_site`` and ``partitioned`` mean the same. The data lives in the store (``store_url``,
+default the SQLite file), the cookie holds a random token, ``secret_key`` keys the store digests.
+
+What the app did not pass keeps session_mw's defaults, not Starlette's: Secure (Starlette's
+``https_only`` is off by default), SameSite=Lax, the idle timeout (Starlette has none) and the
+absolute timeout in place of Starlette's 14-day ``max_age``. An argument weaker than our
+defaults (``https_only=False``, ``same_site="none"``, a ``max_age`` beyond the absolute timeout)
+is honoured, with one warning each.
 """
 
 from __future__ import annotations
@@ -17,10 +22,19 @@ from typing import Any, Literal
 
 from ..asgi import ASGIApp
 from ..asgi import SessionMiddleware as _ServerSide
-from ..config import SessionConfig
+from ..config import DEFAULTS, SessionConfig, warn_weaker
 from ..stores.base import AsyncStore
 
+#: Starlette's own default ``max_age``, for reference: not ours (see the module docstring).
 STARLETTE_MAX_AGE = 14 * 24 * 60 * 60
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<the absolute timeout>"
+
+
+_UNSET: Any = _Unset()
 
 
 class SessionMiddleware(_ServerSide):
@@ -32,7 +46,7 @@ class SessionMiddleware(_ServerSide):
         app: ASGIApp,
         secret_key: str | None = None,
         session_cookie: str = "session",
-        max_age: int | None = STARLETTE_MAX_AGE,
+        max_age: int | None = _UNSET,
         path: str = "/",
         same_site: Literal["lax", "strict", "none"] = "lax",
         https_only: bool | None = None,
@@ -42,21 +56,34 @@ class SessionMiddleware(_ServerSide):
         store: AsyncStore | None = None,
         config: SessionConfig | None = None,
     ) -> None:
+        base = config if config is not None else SessionConfig.from_env()
         mapped: dict[str, Any] = {
             "cookie_name": session_cookie,
             "cookie_path": path,
             "cookie_samesite": same_site,
             "cookie_domain": domain,
             "cookie_partitioned": partitioned,
+            "remember_default": max_age is not None,  # Starlette's cookie is persistent unless max_age=None
         }
         if secret_key:
             mapped["digest_key"] = str(secret_key)
         if https_only is not None:
             mapped["cookie_secure"] = https_only
-        if max_age:  # Starlette: the session lasts max_age whatever the activity, in a persistent cookie
-            mapped.update(absolute_timeout=max_age, idle_timeout=max_age, remember_default=True)
-        base = config if config is not None else SessionConfig.from_env()
-        super().__init__(app, base.replace(**mapped), store=store)
+        if max_age is not _UNSET and max_age:  # the session ends max_age after it began, whatever the activity
+            mapped.update(absolute_timeout=max_age, idle_timeout=min(base.idle_timeout, max_age))
+        resolved = base.replace(**mapped)
+        source = "compat.starlette.SessionMiddleware"
+        if https_only is False:
+            warn_weaker(source, "https_only=False", "the session cookie is sent over plain http too (no Secure)")
+        if same_site == "none":
+            warn_weaker(source, "same_site='none'", "the session cookie is sent with cross-site requests")
+        if max_age is not _UNSET and max_age and max_age > DEFAULTS.absolute_timeout:
+            warn_weaker(
+                source,
+                f"max_age={max_age}",
+                f"sessions last longer than session_mw's default absolute timeout ({DEFAULTS.absolute_timeout:g} s)",
+            )
+        super().__init__(app, resolved, store=store)
 
 
 __all__ = ["SessionMiddleware"]

@@ -26,7 +26,7 @@ from flask import Flask, Request, Response, current_app
 from flask import request as flask_request
 from flask.sessions import SessionInterface, SessionMixin
 
-from ..config import SessionConfig
+from ..config import DEFAULTS, SessionConfig, warn_weaker
 from ..drivers import SessionManager
 from ..engine import Answer, Engine, Exchange
 from ..errors import SessionBusy, SessionError, StoreUnavailable
@@ -40,21 +40,50 @@ from .flask_serializer import FlaskSerializer
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
 log = logging.getLogger("session_mw")
 #: Flask-Session settings with no equivalent, and why.
+_STORE_IS_OURS = "the store is SESSION_MW_STORE_URL"
 _WITHOUT_MEANING: dict[str, str] = {
-    "SESSION_TYPE": "the store is SESSION_MW_STORE_URL",
-    "SESSION_REDIS": "the store is SESSION_MW_STORE_URL (redis://...)",
+    "SESSION_TYPE": _STORE_IS_OURS,
+    "SESSION_REDIS": f"{_STORE_IS_OURS} (redis://...)",
     "SESSION_USE_SIGNER": "the cookie is a random token: there is nothing to sign",
     "SESSION_REFRESH_EACH_REQUEST": "reads never rewrite a session; the idle expiry is refreshed by throttled touches",
-    "SESSION_ID_LENGTH": "tokens are SESSION_MW_TOKEN_BYTES random bytes",
     "SESSION_SERIALIZATION_FORMAT": "values are always JSON",
     "SESSION_CLEANUP_N_REQUESTS": "stores collect expired sessions themselves",
-    "SESSION_FILE_DIR": "the store is SESSION_MW_STORE_URL",
-    "SESSION_MEMCACHED": "the store is SESSION_MW_STORE_URL",
-    "SESSION_SQLALCHEMY": "the store is SESSION_MW_STORE_URL",
-    "SESSION_MONGODB": "the store is SESSION_MW_STORE_URL",
+    **dict.fromkeys(
+        (
+            "SESSION_FILE_DIR",
+            "SESSION_FILE_THRESHOLD",
+            "SESSION_FILE_MODE",
+            "SESSION_MEMCACHED",
+            "SESSION_CACHELIB",
+            "SESSION_SQLALCHEMY",
+            "SESSION_SQLALCHEMY_TABLE",
+            "SESSION_SQLALCHEMY_SEQUENCE",
+            "SESSION_SQLALCHEMY_SCHEMA",
+            "SESSION_SQLALCHEMY_BIND_KEY",
+            "SESSION_MONGODB",
+            "SESSION_MONGODB_DB",
+            "SESSION_MONGODB_COLLECT",
+            "SESSION_DYNAMODB",
+            "SESSION_DYNAMODB_TABLE",
+        ),
+        _STORE_IS_OURS,
+    ),
+}
+#: Flask-Session's defaults (an app that spells one out changed nothing) and Flask's own
+#: (SESSION_REFRESH_EACH_REQUEST is in every app's config).
+_UNCHANGED: dict[str, Any] = {
+    "SESSION_TYPE": "null",
+    "SESSION_USE_SIGNER": False,
+    "SESSION_SERIALIZATION_FORMAT": "msgpack",
+    "SESSION_REFRESH_EACH_REQUEST": True,
+    "SESSION_FILE_THRESHOLD": 500,
+    "SESSION_FILE_MODE": 0o600,
+    "SESSION_MONGODB_DB": "flask_session",
+    "SESSION_MONGODB_COLLECT": "sessions",
+    "SESSION_SQLALCHEMY_TABLE": "sessions",
+    "SESSION_DYNAMODB_TABLE": "Sessions",
 }
 _PREFIX = "SESSION_MW_"
-_DEFAULT_IDLE: float = SessionConfig().idle_timeout
 
 
 class FlaskSession(Session, SessionMixin):
@@ -111,7 +140,13 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
     if path and path != "/":
         out["cookie_path"] = path
     if app_config.get("SESSION_COOKIE_SAMESITE"):
-        out["cookie_samesite"] = str(app_config["SESSION_COOKIE_SAMESITE"]).lower()
+        out["cookie_samesite"] = samesite = str(app_config["SESSION_COOKIE_SAMESITE"]).lower()
+        if samesite == "none":
+            warn_weaker(
+                "Flask", "SESSION_COOKIE_SAMESITE='None'", "the session cookie is sent with cross-site requests"
+            )
+    if app_config.get("SESSION_COOKIE_HTTPONLY") is False:
+        log.warning("SESSION_COOKIE_HTTPONLY=False is ignored: the session cookie is always HttpOnly")
     if app_config.get("SESSION_COOKIE_SECURE") is True:
         out["cookie_secure"] = True
     if app_config.get("SESSION_COOKIE_PARTITIONED") is True:
@@ -121,7 +156,13 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
         out["remember_default"] = bool(app_config["SESSION_PERMANENT"])
     if app_config.get("SESSION_KEY_PREFIX"):
         out["key_prefix"] = app_config["SESSION_KEY_PREFIX"]
-    ignored = _WITHOUT_MEANING.keys() & {k for k in app_config if isinstance(k, str)}
+    if app_config.get("SESSION_ID_LENGTH") is not None:
+        out["token_bytes"] = app_config["SESSION_ID_LENGTH"]  # both count random bytes; below 16 is refused
+    ignored = {
+        k
+        for k in _WITHOUT_MEANING.keys() & {k for k in app_config if isinstance(k, str)}
+        if app_config[k] is not None and not (k in _UNCHANGED and app_config[k] == _UNCHANGED[k])
+    }
     if app_config.get("SESSION_TYPE") == "redis" and app_config.get("SESSION_REDIS") is not None:
         ignored -= {"SESSION_TYPE", "SESSION_REDIS"}  # FlaskSessions uses that Redis as its store
     for key in sorted(ignored):
@@ -130,7 +171,13 @@ def _flask_cookie_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
     if lifetime is not None and lifetime != _FLASK_LIFETIME_DEFAULT:
         seconds = int(lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime)
         out["absolute_timeout"] = seconds
-        out["idle_timeout"] = min(seconds, _DEFAULT_IDLE)
+        out["idle_timeout"] = min(seconds, DEFAULTS.idle_timeout)
+        if seconds > DEFAULTS.absolute_timeout:
+            warn_weaker(
+                "Flask",
+                f"PERMANENT_SESSION_LIFETIME={lifetime}",
+                f"sessions last longer than session_mw's default absolute timeout ({DEFAULTS.absolute_timeout:g} s)",
+            )
     return out
 
 

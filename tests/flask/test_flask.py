@@ -231,6 +231,61 @@ def test_flask_session_settings_are_mapped_or_named(caplog: pytest.LogCaptureFix
     assert caplog.text.count("SESSION_TYPE") == 1
 
 
+@pytest.mark.parametrize(
+    ("flask_config", "warned", "check"),
+    [
+        ({"SESSION_COOKIE_SAMESITE": "None"}, "SESSION_COOKIE_SAMESITE='None'", ("cookie_samesite", "none")),
+        ({"PERMANENT_SESSION_LIFETIME": timedelta(days=7)}, "PERMANENT_SESSION_LIFETIME", ("absolute_timeout", 604800)),
+        ({"SESSION_COOKIE_HTTPONLY": False}, "SESSION_COOKIE_HTTPONLY=False is ignored", ("cookie_secure", True)),
+        (
+            {"SESSION_REFRESH_EACH_REQUEST": False},
+            "SESSION_REFRESH_EACH_REQUEST has no meaning",
+            ("cookie_secure", True),
+        ),
+    ],
+)
+def test_a_flask_setting_weaker_than_ours_gets_one_warning(
+    flask_config: dict[str, Any], warned: str, check: tuple[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from session_mw.contrib.flask import config_from_flask
+
+    with caplog.at_level("WARNING", logger="session_mw"):
+        config = config_from_flask(flask_config, environ={})
+    assert [warned in r.getMessage() for r in caplog.records] == [True]
+    assert getattr(config, check[0]) == check[1]
+
+
+def test_flask_session_defaults_spelled_out_warn_nothing_and_its_id_length_is_our_token_size(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from session_mw.contrib.flask import config_from_flask
+
+    spelled_out = {
+        "SESSION_TYPE": "null",
+        "SESSION_USE_SIGNER": False,
+        "SESSION_SERIALIZATION_FORMAT": "msgpack",
+        "SESSION_REDIS": None,
+        "SESSION_CLEANUP_N_REQUESTS": None,
+        "SESSION_FILE_THRESHOLD": 500,
+        "SESSION_ID_LENGTH": 48,
+    }
+    with caplog.at_level("WARNING", logger="session_mw"):
+        config = config_from_flask(spelled_out, environ={})
+    assert not caplog.records and config.token_bytes == 48
+    with pytest.raises(ConfigError, match="token_bytes"):
+        config_from_flask({"SESSION_ID_LENGTH": 8}, environ={})
+
+
+def test_flask_settings_as_strong_as_ours_warn_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from session_mw.contrib.flask import config_from_flask
+
+    app = Flask(__name__)  # every Flask default, as app.config holds them
+    app.config.update(SESSION_COOKIE_SAMESITE="Strict", PERMANENT_SESSION_LIFETIME=timedelta(hours=1))
+    with caplog.at_level("WARNING", logger="session_mw"):
+        config_from_flask(app.config, environ={})
+    assert not caplog.records
+
+
 def test_remember_default_gives_a_persistent_cookie_to_a_new_session() -> None:
     app = Flask(__name__)
     app.config.update(SESSION_PERMANENT=True, SESSION_MW_STORE_URL="memory://")
