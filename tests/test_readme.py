@@ -1,0 +1,185 @@
+"""Every Python sample of the README runs, and does what the text around it says.
+
+The samples are read from README.md itself, so the docs cannot rot: each ```python block is
+preceded by ``<!-- sample: NAME -->``, and each NAME has a check here that imports the block as
+a module (in a fresh directory, on the default store unless it names one) and drives it over
+its real interface. A block without a marker, or a marker without a check, fails the suite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+_BLOCK = re.compile(r"(?:<!-- sample: ([a-z-]+) -->\n)?```python\n(.*?)```", re.S)
+
+
+def samples() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for match in _BLOCK.finditer(README.read_text(encoding="utf-8")):
+        name, code = match.group(1), match.group(2)
+        assert name, f"a README python block has no '<!-- sample: NAME -->' marker:\n{code[:200]}"
+        assert name not in found, f"two README samples are named {name}"
+        found[name] = code
+    return found
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh directory, and an environment without our settings: the sample's defaults apply."""
+    monkeypatch.chdir(tmp_path)
+    import os
+
+    for name in [n for n in os.environ if n.startswith(("SESSION_MW_", "FLASK_"))]:
+        monkeypatch.delenv(name)
+    yield tmp_path
+
+
+def load(name: str, directory: Path) -> ModuleType:
+    path = directory / f"readme_{name.replace('-', '_')}.py"
+    path.write_text(samples()[name], encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[path.stem]
+        raise
+    return module
+
+
+def _session_cookie(response: httpx.Response) -> str:
+    return next(h for h in response.headers.get_list("set-cookie") if h.startswith("__Host-session="))
+
+
+def check_fastapi(directory: Path) -> None:
+    app = load("fastapi", directory).app
+    with TestClient(app, base_url="https://testserver") as client:
+        r = client.post("/cart", params={"item": "apple"})
+        assert r.status_code == 200 and r.json() == {"cart": ["apple"]}
+        anonymous = client.cookies["__Host-session"]
+        r = client.post("/login")
+        assert r.status_code == 200 and "Max-Age=" in _session_cookie(r)  # remember: a persistent cookie
+        assert client.cookies["__Host-session"] != anonymous
+        assert client.post("/elevate").status_code == 200
+        assert client.post("/cart", params={"item": "pear"}).json() == {"cart": ["apple", "pear"]}
+        assert client.post("/logout-everywhere").json() == {"revoked": 1}
+        assert client.post("/cart", params={"item": "fig"}).json() == {"cart": ["fig"]}  # a new session
+        r = client.post("/logout")
+        assert r.status_code == 200 and "Max-Age=0" in _session_cookie(r)
+    assert (directory / ".session_mw" / "sessions.db").exists()  # the embedded default store
+
+
+def check_flask(directory: Path) -> None:
+    app = load("flask", directory).app
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="https://testserver") as client:
+        r = client.post("/cart")
+        assert r.status_code == 200 and r.json() == {"cart": ["apple"]}
+        r = client.post("/login")
+        assert r.status_code == 200 and r.json() == {"user": "alice"} and "Max-Age=" in _session_cookie(r)
+        assert client.post("/cart").json() == {"cart": ["apple", "apple"]}  # the cart survived the login
+        assert client.post("/logout-everywhere").json() == {"revoked": 1}
+        r = client.post("/logout")
+        assert r.status_code == 200
+    assert (directory / ".session_mw" / "sessions.db").exists()
+
+
+def check_flask_store_from_environment(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Flask sample's store is whatever the environment says (here memory://), nothing hard-coded."""
+    monkeypatch.setenv("SESSION_MW_STORE_URL", "memory://")
+    app = load("flask", directory).app
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="https://testserver") as client:
+        assert client.post("/cart").json() == {"cart": ["apple"]}
+    assert not (directory / ".session_mw").exists()
+
+
+def check_wsgi(directory: Path) -> None:
+    app = load("wsgi", directory).app
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="https://testserver") as client:
+        assert client.get("/").text == "visit 1"
+        assert client.get("/").text == "visit 2"
+
+
+def check_starlette_shim(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_KEY", "readme-secret")
+    app = load("starlette-shim", directory).app
+    with TestClient(app, base_url="https://testserver") as client:
+        r = client.get("/")
+        assert r.json() == {"visits": 1}
+        header = _session_cookie(r)
+        assert "Max-Age=3600" in header and "SameSite=Strict" in header and "Secure" in header
+        assert client.get("/").json() == {"visits": 2}
+
+
+def check_flask_session(directory: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    module = load("flask-session", directory)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with httpx.Client(transport=httpx.WSGITransport(app=module.app), base_url="https://testserver") as browser:
+            first = browser.get("/")
+            assert first.json() == {"visits": 1} and "Max-Age=" in _session_cookie(first)  # SESSION_PERMANENT
+            assert browser.get("/").json() == {"visits": 2}
+        assert client.keys("shop:*")  # in that Redis, under SESSION_KEY_PREFIX
+        assert not (directory / ".session_mw").exists()
+    finally:
+        for key in client.scan_iter("shop:*"):
+            client.delete(key)
+        client.close()
+        module.app.config["SESSION_REDIS"].close()
+
+
+def check_store_contract(directory: Path) -> None:
+    path = directory / "test_my_store.py"
+    path.write_text(samples()["store-contract"], encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(path)],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r"\d+ passed", done.stdout) and "skipped" not in done.stdout
+
+
+CHECKS: dict[str, Callable[..., None]] = {
+    "fastapi": check_fastapi,
+    "flask": check_flask,
+    "wsgi": check_wsgi,
+    "starlette-shim": check_starlette_shim,
+    "flask-session": check_flask_session,
+    "store-contract": check_store_contract,
+}
+
+
+def test_every_sample_has_a_check() -> None:
+    assert sorted(samples()) == sorted(CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_readme_sample_runs(name: str, workdir: Path, request: pytest.FixtureRequest) -> None:
+    check = CHECKS[name]
+    wanted: dict[str, Any] = {}
+    for parameter in check.__code__.co_varnames[1 : check.__code__.co_argcount]:
+        wanted[parameter] = request.getfixturevalue(parameter)
+    check(workdir, **wanted)
+
+
+def test_the_flask_sample_takes_its_store_from_the_environment(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_flask_store_from_environment(workdir, monkeypatch)
