@@ -56,6 +56,7 @@ class SessionMiddleware:
         self._owns_store = store is None  # a store handed in is closed by whoever made it
         self.driver = AsyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
+        self._scoped = config.cookie_path != "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -77,7 +78,12 @@ class SessionMiddleware:
                 cookie = text if cookie is None else f"{cookie}; {text}"
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
-        exchange = self.engine.exchange(cookie, user_agent)
+        path: str | None = None
+        if cookie is not None and self._scoped:  # a cookie path other than /: the path the browser asked for
+            path, root = scope["path"], scope.get("root_path", "")
+            if root and not path.startswith(root):
+                path = root + path
+        exchange = self.engine.exchange(cookie, user_agent, path)
         driver = self.driver
         if exchange.needs_load:
             try:

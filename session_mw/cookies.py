@@ -34,13 +34,24 @@ _LINE = re.compile(r"""(?:[^,="]+|=[ \t]*"(?:[^"\\]|\\.)*"(?=[ \t]*(?:[;,]|\Z))|
 class CookieRules:
     """The cookie half of a ``SessionConfig``, precomputed once per middleware."""
 
-    __slots__ = ("_needle", "_token_length", "config", "name")
+    __slots__ = ("_needle", "_scope", "_token_length", "config", "name")
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
         self.name = config.full_cookie_name
         self._needle = self.name + "="
         self._token_length = token_length(config.token_bytes)
+        path = config.cookie_path
+        #: None when every request path is in scope (Path=/, the default)
+        self._scope = None if path == "/" else (path, path if path.endswith("/") else path + "/")
+
+    def in_scope(self, request_path: str) -> bool:
+        """RFC 6265's path-match: would a browser send our cookie to ``request_path``? A cookie of
+        our name sent anywhere else was set for another path: not ours to expire."""
+        if self._scope is None:
+            return True
+        path, directory = self._scope
+        return request_path == path or request_path.startswith(directory)
 
     def read(self, header: str | None) -> tuple[tuple[str, ...], bool]:
         """Return ``(tokens, ignored)``: the values under our name shaped like our tokens, in the

@@ -3,7 +3,7 @@
 One ``Exchange`` holds a request's session state, and every transition is in it. A door
 (ASGI, WSGI, Flask) does, per request:
 
-1. ``exchange = engine.exchange(cookie_header, user_agent)``;
+1. ``exchange = engine.exchange(cookie_header, user_agent, path)``;
 2. when ``exchange.needs_load``: ``answer = driver.run(exchange.opening())``, the lock and
    the load; an ``Answer`` (503) replaces the app's response;
 3. runs the app with ``exchange.session``;
@@ -126,14 +126,16 @@ class Engine:
     def __repr__(self) -> str:
         return f"Engine(cookie={self.cookies.name!r}, store_url=<hidden>)"
 
-    def exchange(self, cookie_header: str | None, user_agent: str = "") -> Exchange:
-        """The session state of one request, from its Cookie header (lines joined by ``;`` or ``,``)."""
+    def exchange(self, cookie_header: str | None, user_agent: str = "", path: str | None = None) -> Exchange:
+        """The session state of one request, from its Cookie header (lines joined by ``;`` or ``,``)
+        and, when ``cookie_path`` is not ``/``, the request's full path (outside it, a cookie of our
+        name was set for another path: it may be read, never expired)."""
         if not cookie_header:
             return Exchange(self, (), user_agent)
         tokens, ignored = self.cookies.read(cookie_header)
         if ignored:
             security_log.info("a malformed or oversized cookie under the session cookie's name was ignored")
-        return Exchange(self, tokens, user_agent)
+        return Exchange(self, tokens, user_agent, path is None or self.cookies.in_scope(path))
 
     def answer_for(self, exc: BaseException, *, report: bool = True) -> Answer | None:
         """The answer to a session failure: 503 for the store down or the session busy; None for others.
@@ -168,7 +170,7 @@ class Exchange:
         "user_agent",
     )
 
-    def __init__(self, engine: Engine, tokens: tuple[str, ...], user_agent: str) -> None:
+    def __init__(self, engine: Engine, tokens: tuple[str, ...], user_agent: str, ours: bool = True) -> None:
         self.engine = engine
         # one token: the session's; several (cookies of our name for other paths or domains):
         # ``opening`` finds ours among them
@@ -177,7 +179,7 @@ class Exchange:
         self.key = engine.digest(self._token) if self._token is not None else None
         #: the browser sent a token under our name: a dead one is expired by a response that
         #: used the session (never a value we could not have set)
-        self.presented = bool(tokens)
+        self.presented = bool(tokens) and ours
         self.user_agent = user_agent[:MAX_USER_AGENT]
         self.meta: Meta | None = None
         self.corrupt = False
@@ -295,7 +297,14 @@ class Exchange:
             return
         meta = self.meta = record.meta
         self.session._fill(
-            data, record.data, meta.created_at, meta.last_seen, meta.user_id, meta.remember, meta.user_agent
+            data,
+            record.data,
+            meta.created_at,
+            meta.last_seen,
+            meta.user_id,
+            meta.remember,
+            meta.user_agent,
+            meta.public_id or None,
         )
 
     # -- closing: the writes, then the headers ---------------------------------------------

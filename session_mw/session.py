@@ -27,6 +27,7 @@ class Session(dict[str, Any]):
         "_loader",
         "_login",
         "_new",
+        "_public_id",
         "_regenerate",
         "_remember",
         "_remember_default",
@@ -63,6 +64,7 @@ class Session(dict[str, Any]):
         self._login = False
         self._loaded: Mapping[str, bytes] = loaded or {}
         self._loader: Callable[[Session], None] | None = None
+        self._public_id: str | None = None
 
     def _use(self) -> None:
         """Every read and write passes here: mark the session used, and load it on first use."""
@@ -99,8 +101,10 @@ class Session(dict[str, Any]):
         user_id: str | None,
         remember: bool,
         user_agent: str,
+        public_id: str | None = None,
     ) -> None:
         dict.update(self, data)
+        self._public_id = public_id
         self._loaded = loaded
         self._new = False
         self._created_at = created_at
@@ -108,6 +112,13 @@ class Session(dict[str, Any]):
         self._user_id = user_id
         self._remember = remember
         self.user_agent = user_agent
+
+    @property
+    def public_id(self) -> str | None:
+        """The stored session's opaque id, as ``session_manager().list()`` shows it; never the token.
+        None for a session not stored yet; a login gives a new one."""
+        self._use()
+        return self._public_id
 
     @property
     def new(self) -> bool:

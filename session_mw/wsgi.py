@@ -104,7 +104,11 @@ class WSGISessionMiddleware:
 
         ``lock=False``: a read-only look (Flask outside the middleware) never takes the session lock.
         """
-        exchange = self.engine.exchange(environ.get("HTTP_COOKIE"), environ.get("HTTP_USER_AGENT", ""))
+        cookie = environ.get("HTTP_COOKIE")
+        path = None
+        if cookie and self.engine.config.cookie_path != "/":  # the path the browser asked for
+            path = _decoded(environ.get("SCRIPT_NAME", "")) + _decoded(environ.get("PATH_INFO", ""))
+        exchange = self.engine.exchange(cookie, environ.get("HTTP_USER_AGENT", ""), path)
         exchange.defer(lambda ex: self._load(ex, lock=lock))
         environ[SESSION_KEY] = exchange.session
         environ[STATE_KEY] = (self.driver, exchange)
@@ -114,6 +118,11 @@ class WSGISessionMiddleware:
         if self.driver.run(exchange.opening(lock=lock)) is not None:
             assert exchange.failure is not None
             raise exchange.failure  # the door (or Flask's error handler) answers it
+
+
+def _decoded(wsgi_text: str) -> str:
+    """PEP 3333 carries the path as latin-1 text of its bytes; the cookie path is compared as UTF-8 text."""
+    return wsgi_text.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def _discard(data: bytes) -> None:

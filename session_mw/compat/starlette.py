@@ -35,6 +35,7 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
+_AT_ONCE = 0.001  # seconds: our timeouts are positive
 
 
 class SessionMiddleware(_ServerSide):
@@ -69,15 +70,17 @@ class SessionMiddleware(_ServerSide):
             mapped["digest_key"] = str(secret_key)
         if https_only is not None:
             mapped["cookie_secure"] = https_only
-        if max_age is not _UNSET and max_age:  # the session ends max_age after it began, whatever the activity
-            mapped.update(absolute_timeout=max_age, idle_timeout=min(base.idle_timeout, max_age))
+        if max_age is not _UNSET and max_age is not None:  # the session ends max_age after it began
+            # max_age <= 0 (Starlette's tests use -1): a session that has ended by the next request
+            lifetime = max_age if max_age > 0 else _AT_ONCE
+            mapped.update(absolute_timeout=lifetime, idle_timeout=min(base.idle_timeout, lifetime))
         resolved = base.replace(**mapped)
         source = "compat.starlette.SessionMiddleware"
         if https_only is False:
             warn_weaker(source, "https_only=False", "the session cookie is sent over plain http too (no Secure)")
         if same_site == "none":
             warn_weaker(source, "same_site='none'", "the session cookie is sent with cross-site requests")
-        if max_age is not _UNSET and max_age and max_age > DEFAULTS.absolute_timeout:
+        if max_age is not _UNSET and max_age is not None and max_age > DEFAULTS.absolute_timeout:
             warn_weaker(
                 source,
                 f"max_age={max_age}",

@@ -101,6 +101,12 @@ class FlaskSession(Session, SessionMixin):
     def permanent(self, value: bool) -> None:
         self.remember = value
 
+    @property
+    def sid(self) -> str | None:
+        """Flask-Session's name, for code that logs or keys by it: our opaque ``public_id``.
+        Flask-Session's ``sid`` was the cookie's value; ours never shows the token."""
+        return self.public_id
+
 
 def config_from_flask(app_config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> SessionConfig:
     """Settings, highest first: ``SESSION_MW_*`` keys of ``app_config``; ``SESSION_MW_*`` variables
@@ -215,6 +221,12 @@ class ServerSideSessionInterface(SessionInterface):
 
     def is_null_session(self, obj: object) -> bool:
         return False
+
+    def regenerate(self, session: SessionMixin) -> None:
+        """Flask-Session's call for a new session id after a login: the data kept, the old id dead."""
+        if not isinstance(session, Session):
+            raise TypeError("not a session of FlaskSessions")
+        session.regenerate()
 
 
 class FlaskSessions:

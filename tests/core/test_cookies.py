@@ -169,3 +169,19 @@ def test_flasks_partitioned_setting_maps_to_ours() -> None:
 
     assert config_from_flask({"SESSION_COOKIE_PARTITIONED": True}, environ={}).cookie_partitioned is True
     assert config_from_flask({}, environ={}).cookie_partitioned is False
+
+
+@pytest.mark.parametrize(
+    ("cookie_path", "request_path", "expected"),
+    [
+        ("/", "/anything", True),
+        ("/shop", "/shop", True),
+        ("/shop", "/shop/cart", True),
+        ("/shop", "/shopping", False),  # RFC 6265 5.1.4: a prefix only at a '/'
+        ("/shop", "/", False),
+        ("/shop/", "/shop/cart", True),
+        ("/shop/", "/shop", False),
+    ],
+)
+def test_the_cookie_path_matches_as_browsers_match_it(cookie_path: str, request_path: str, expected: bool) -> None:
+    assert CookieRules(SessionConfig(cookie_path=cookie_path)).in_scope(request_path) is expected

@@ -212,3 +212,27 @@ def test_two_flask_apps_under_their_application_roots(tmp_path: Any) -> None:
         browser.post("/b/login/bob")
         assert browser.get("/a/me").json() == {"user": "alice"}
         assert browser.get("/b/me").json() == {"user": "bob"}
+
+
+@pytest.fixture
+def scoped(door: str, store_url: str, key_prefix: str) -> Iterator[httpx.Client]:
+    """One app whose cookie is scoped to ``/cart``, with routes inside and outside that path."""
+    config = SessionConfig(store_url=store_url, key_prefix=key_prefix, cookie_path="/cart")
+    store = open_async_store(config) if door == "asgi" else open_store(config)
+    app = DOORS[door](config, store, Engine(config))
+    if door == "asgi":
+        with TestClient(app, base_url=f"https://{HOST}") as client:
+            yield client
+    else:
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url=f"https://{HOST}") as client:
+            yield client
+
+
+def test_a_dead_cookie_sent_outside_our_path_is_not_expired(scoped: httpx.Client) -> None:
+    """The browser sends our cookie only under ``/cart``: one of our name elsewhere was set for another path."""
+    header = {"cookie": f"__Secure-session={new_token(32)}"}
+    outside = scoped.get("/whoami", headers=header)
+    assert outside.status_code == 200 and outside.json()["user"] is None and not _session_cookies(outside)
+    inside = scoped.get("/cart", headers=header)
+    [expiry] = _session_cookies(inside)
+    assert "Max-Age=0" in expiry and "; Path=/cart" in expiry

@@ -1,0 +1,218 @@
+"""Real local Redis deployments for the tests: a Cluster and a Sentinel setup, from the Debian binaries.
+
+Every process listens on a free loopback port and keeps nothing on disk beyond its own
+temporary directory; nothing here touches a Redis the machine already runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together, so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _wait(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, subprocess.SubprocessError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} within {timeout}s")
+
+
+def _cli(port: int, *args: str, timeout: float = 10.0) -> str:
+    done = subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done.stdout.strip()
+
+
+def missing_binaries(*names: str) -> list[str]:
+    return [n for n in names if shutil.which(n) is None]
+
+
+@dataclass
+class Node:
+    """One redis-server (or sentinel) process; tests may kill, pause and restart it."""
+
+    port: int
+    workdir: Path
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", *self.args], cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait(lambda: _cli(self.port, "PING") == "PONG", f"redis on port {self.port} did not answer")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the node holds its connections open and answers nothing (a hung primary)."""
+        assert self.proc is not None
+        self.proc.send_signal(19)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(18)
+
+    def cli(self, *args: str) -> str:
+        return _cli(self.port, *args)
+
+
+def _server_args(port: int, *extra: str) -> list[str]:
+    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
+
+
+@dataclass
+class Cluster:
+    """Three primaries, each with ``replicas`` replicas, made by ``redis-cli --cluster create``."""
+
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    @classmethod
+    def start(cls, replicas: int = 0) -> Cluster:
+        root = Path(tempfile.mkdtemp(prefix="session_mw-cluster-"))
+        cluster = cls()
+        count = 3 * (1 + replicas)
+        ports = free_ports(2 * count)  # each node's own port, and its cluster bus port
+        for port, bus in zip(ports[:count], ports[count:], strict=True):
+            workdir = root / str(port)
+            workdir.mkdir()
+            node = Node(
+                port,
+                workdir,
+                _server_args(
+                    port,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-port",
+                    str(bus),
+                ),
+            )
+            node.start()
+            cluster.nodes.append(node)
+        addresses = [f"127.0.0.1:{n.port}" for n in cluster.nodes]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        _wait(
+            lambda: all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in cluster.nodes),
+            "the cluster did not reach cluster_state:ok",
+        )
+        return cluster
+
+    def primary_ports(self) -> list[int]:
+        return [n.port for n in self.nodes if "role:master" in n.cli("INFO", "replication")]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+@dataclass
+class Sentinels:
+    """One primary, one replica and three sentinels watching them as ``service``."""
+
+    primary: Node
+    replica: Node
+    sentinels: list[Node]
+    service: str = "sessions"
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    @classmethod
+    def start(cls, service: str = "sessions") -> Sentinels:
+        root = Path(tempfile.mkdtemp(prefix="session_mw-sentinel-"))
+        p_port, r_port, *s_ports = free_ports(5)
+        dirs = {}
+        for port in (p_port, r_port, *s_ports):
+            dirs[port] = root / str(port)
+            dirs[port].mkdir()
+        primary = Node(p_port, dirs[p_port], _server_args(p_port))
+        primary.start()
+        replica = Node(r_port, dirs[r_port], _server_args(r_port, "--replicaof", "127.0.0.1", str(p_port)))
+        replica.start()
+        _wait(lambda: "master_link_status:up" in replica.cli("INFO", "replication"), "the replica did not sync")
+        sentinels = []
+        for port in s_ports:
+            conf = dirs[port] / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {service} 127.0.0.1 {p_port} 2\n"
+                f"sentinel down-after-milliseconds {service} 1000\n"
+                f"sentinel failover-timeout {service} 5000\n"
+                f"sentinel parallel-syncs {service} 1\n",
+                encoding="utf-8",
+            )
+            node = Node(port, dirs[port], [str(conf), "--sentinel"])
+            node.start()
+            sentinels.append(node)
+        deployment = cls(primary, replica, sentinels, service)
+        _wait(
+            lambda: (
+                all("num-other-sentinels" in s.cli("SENTINEL", "MASTER", service) for s in sentinels)
+                and all(_known_sentinels(s, service) == 2 for s in sentinels)
+            ),
+            "the sentinels did not find each other",
+        )
+        return deployment
+
+    def primary_port(self) -> int:
+        reply = self.sentinels[0].cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service).split()
+        return int(reply[1])
+
+    def stop(self) -> None:
+        for node in [*self.sentinels, self.replica, self.primary]:
+            node.kill()
+
+
+def _known_sentinels(sentinel: Node, service: str) -> int:
+    lines = sentinel.cli("SENTINEL", "MASTER", service).splitlines()
+    for name, value in zip(lines[::2], lines[1::2], strict=False):
+        if name == "num-other-sentinels":
+            return int(value)
+    return -1
