@@ -36,7 +36,17 @@ _DOMAIN = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
 _COOKIE_PATH = re.compile(r"/[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_STORE_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "sqlite://")
+_STORE_SCHEMES = (
+    "memory://",
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "sqlite://",
+)
 _URL_QUERY_PASSWORD = re.compile(r"(?i)([?&;]password=)[^&;#]*")
 _SHOWN_MAX = 120
 

@@ -119,6 +119,22 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def sentinel_url() -> Iterator[str]:
+    """A real Sentinel deployment (primary, replica, three sentinels), shared by the session's tests."""
+    from tests.deployments import Sentinels, missing_binaries
+
+    missing = missing_binaries("redis-server", "redis-cli")
+    if missing:
+        _redis_missing(f"{', '.join(missing)} not on PATH (the Sentinel tests start their own deployment)")
+        return
+    deployment = Sentinels.start()
+    try:
+        yield deployment.url
+    finally:
+        deployment.stop()
+
+
 @pytest.fixture
 def key_prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix of its own per test, so tests sharing one Redis never see each other."""

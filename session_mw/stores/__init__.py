@@ -8,6 +8,7 @@ from collections.abc import Callable
 from ..config import SessionConfig
 from ..errors import ConfigError
 from .base import AsyncStore, Lifetime, Meta, Record, Store
+from .redis_target import SCHEMES as REDIS_SCHEMES
 
 __all__ = ["AsyncStore", "Lifetime", "Meta", "Record", "Store", "open_async_store", "open_store"]
 
@@ -26,7 +27,7 @@ def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time)
         from .memory import MemoryStore
 
         return MemoryStore(clock)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in REDIS_SCHEMES:
         from .redis import RedisStore
 
         return RedisStore.from_url(
@@ -42,7 +43,7 @@ def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time)
 def open_async_store(config: SessionConfig, *, clock: Callable[[], float] = time.time) -> AsyncStore:
     """The asyncio store named by ``config.store_url``."""
     scheme = _scheme(config.store_url)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in REDIS_SCHEMES:
         from .redis import AsyncRedisStore
 
         return AsyncRedisStore.from_url(

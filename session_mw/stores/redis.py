@@ -23,6 +23,7 @@ from ..errors import ConfigError, StoreUnavailable
 from ..stepping import Plan, run, run_async
 from . import base
 from .base import RECORD_FORMAT, CorruptRecord, Lifetime, Meta, Op, R, Record, checked_meta, checked_name, unsupported
+from .redis_target import connect, parse
 
 try:
     import redis
@@ -251,11 +252,15 @@ class RedisPlans:
     capabilities = frozenset({base.LOCKS})
 
     client_class: ClassVar[Any]
+    asynchronous: ClassVar[bool]
 
-    def __init__(self, client: Any, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: Any, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time, where: str = ""
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.clock = clock
+        self._where = where  # the deployment, for messages (a Sentinel service, a Cluster)
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
 
     @classmethod
@@ -268,8 +273,10 @@ class RedisPlans:
         *,
         clock: Callable[[], float] = time.time,
     ) -> _Store:
-        client = cls.client_class.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
-        return cls(client, prefix, clock=clock)
+        """A store on the deployment ``url`` names: one node, a Sentinel service or a Cluster."""
+        target = parse(url)
+        client = connect(target, asyncio=cls.asynchronous, connect_timeout=connect_timeout, timeout=timeout)
+        return cls(client, prefix, clock=clock, where=target.where)
 
     def _send(self, call: Script | Commands) -> Any:
         """One round trip: its reply, or (asyncio client) the awaitable of its reply."""
@@ -294,7 +301,8 @@ class RedisPlans:
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """Every backend failure, with where and what the server said (its messages carry no keys or values)."""
         said = " ".join(str(exc).split()) or type(exc).__name__
-        return StoreUnavailable(f"Redis at {_where(self.client)}: {type(exc).__name__}: {said}"[:300])
+        where = f"Redis {self._where}" if self._where else f"Redis at {_where(self.client)}"
+        return StoreUnavailable(f"{where}: {type(exc).__name__}: {said}"[:300])
 
     def plan(self, op: Op[R]) -> Plan[R]:
         """The round trips of ``op`` (planned by ``on_<operation>``); any Redis or socket error
@@ -473,6 +481,7 @@ class RedisStore(RedisPlans):
     """The sync store, over ``redis.Redis``."""
 
     client_class = redis.Redis
+    asynchronous = False
 
     def execute(self, op: Op[R]) -> R:
         return run(self.plan(op), self._send)
@@ -485,6 +494,7 @@ class AsyncRedisStore(RedisPlans):
     """The asyncio store, over ``redis.asyncio.Redis``; the same plans, the same round trips, awaited."""
 
     client_class = redis.asyncio.Redis
+    asynchronous = True
 
     async def execute(self, op: Op[R]) -> R:
         return await run_async(self.plan(op), self._send)

@@ -24,12 +24,14 @@ def door(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "sentinel"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/sessions.db"
+    if request.param == "sentinel":
+        return str(request.getfixturevalue("sentinel_url"))
     return str(request.getfixturevalue("redis_url"))
 
 

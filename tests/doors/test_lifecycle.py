@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from session_mw import SessionConfig
 from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.base import UNBOUNDED, Delete, SessionsOf
 from session_mw.stores.memory import MemoryStore
+from session_mw.stores.redis import RedisStore
 from session_mw.testing import FakeClock
 from session_mw.tokens import new_token
 from tests.doors.apps import DOORS, HOOKS
@@ -223,9 +223,8 @@ def _corrupt(view: Store, store_url: str, key_prefix: str, key: str) -> None:
             conn.execute("UPDATE sessions SET absolute_deadline = 'never' WHERE digest = ?", (key,))
         conn.close()
     else:
-        raw = redis.Redis.from_url(store_url)
-        raw.hset(f"{key_prefix}s:{key}", "_d", "inf")
-        raw.close()
+        assert isinstance(view, RedisStore)  # its own client: one node or a Sentinel's primary
+        view.client.hset(f"{key_prefix}s:{key}", "_d", "inf")
 
 
 def test_6_an_undecodable_record_is_absent_everywhere_never_a_500(

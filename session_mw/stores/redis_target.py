@@ -1,0 +1,161 @@
+"""Which Redis a store URL names, and the redis-py client that speaks to it.
+
+    redis://[user:pass@]host:port/db             one node (rediss:// for TLS, unix:///path.sock)
+    redis+sentinel://[user:pass@]h:p[,h:p...]/service[/db]   the primary Sentinel elects for service
+    redis+cluster://[user:pass@]h:p[,h:p...]     a Cluster, from any of its nodes
+
+``rediss+sentinel://`` and ``rediss+cluster://`` use TLS. The user and password are the data
+nodes' (ACL); sentinels that need their own take ``?sentinel_username=...&sentinel_password=...``.
+Routing, failover and redirections are redis-py's (``Sentinel``, ``RedisCluster``): none here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigError
+
+Mode = Literal["node", "sentinel", "cluster"]
+SCHEMES: dict[str, tuple[Mode, bool]] = {
+    "redis": ("node", False),
+    "rediss": ("node", True),
+    "unix": ("node", False),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+}
+_QUERY = frozenset({"sentinel_username", "sentinel_password"})
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """A parsed store URL. ``url`` is kept for one node (redis-py parses its own URLs)."""
+
+    mode: Mode
+    url: str = field(repr=False)
+    tls: bool = False
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @property
+    def where(self) -> str:
+        """For messages: the deployment, never a password."""
+        if self.mode == "node":
+            return ""
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        return f"Sentinel {self.service!r} via {hosts}" if self.mode == "sentinel" else f"Cluster via {hosts}"
+
+
+def parse(url: str) -> RedisTarget:
+    """``ConfigError`` (without the password) for a URL that names no usable deployment."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"store_url: {scheme!r} is not a Redis scheme ({', '.join(SCHEMES)})")
+    mode, tls = SCHEMES[scheme]
+    if mode == "node":
+        return RedisTarget(mode, url, tls)
+    parts = urlsplit(url)
+    credentials, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    hosts = tuple(_host_port(item, scheme) for item in hostlist.split(",") if item)
+    if not hosts:
+        raise ConfigError(f"store_url: {scheme}:// needs at least one host:port")
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = sorted(set(query) - _QUERY)
+    if unknown:
+        raise ConfigError(f"store_url: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(_QUERY))})")
+    if mode == "cluster" and query:
+        raise ConfigError("store_url: sentinel_* parameters mean nothing for a Cluster")
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    service, db = "", 0
+    if mode == "sentinel":
+        if not path or len(path) > 2:
+            raise ConfigError(f"store_url: {scheme}://hosts/SERVICE[/DB] names the service Sentinel monitors")
+        service = path[0]
+        if len(path) == 2:
+            db = _db(path[1])
+    elif path:
+        raise ConfigError("store_url: a Cluster has no database number (it has only db 0): drop the path")
+    return RedisTarget(
+        mode,
+        url,
+        tls,
+        hosts,
+        service,
+        db,
+        unquote(username) or None,
+        unquote(password) or None,
+        query.get("sentinel_username") or None,
+        query.get("sentinel_password") or None,
+    )
+
+
+def _host_port(item: str, scheme: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    if not sep or not host:
+        host, port = item, "26379" if "sentinel" in scheme else "6379"
+    host = host.strip("[]")  # an IPv6 literal
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"store_url: {item!r} is not host:port") from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"store_url: port {number} is out of range")
+    return host, number
+
+
+def _db(text: str) -> int:
+    try:
+        db = int(text)
+    except ValueError:
+        raise ConfigError(f"store_url: database {text!r} is not a number") from None
+    if db < 0:
+        raise ConfigError("store_url: the database number must be 0 or more")
+    return db
+
+
+def connect(target: RedisTarget, *, asyncio: bool, connect_timeout: float, timeout: float) -> Any:
+    """The redis-py client for ``target`` (``redis.asyncio`` when ``asyncio``), with bounded timeouts."""
+    import redis
+    import redis.asyncio
+
+    bounds: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout}
+    if target.mode == "node":
+        node_class = redis.asyncio.Redis if asyncio else redis.Redis
+        return node_class.from_url(target.url, **bounds)
+    options: dict[str, Any] = {**bounds, "username": target.username, "password": target.password}
+    if target.tls:
+        options["ssl"] = True
+    if target.mode == "sentinel":
+        if asyncio:
+            from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+            sentinel_class: Any = AsyncSentinel
+            primary_class: Any = redis.asyncio.Redis
+        else:
+            from redis.sentinel import Sentinel
+
+            sentinel_class, primary_class = Sentinel, redis.Redis
+        sentinel_kwargs: dict[str, Any] = {**bounds, "ssl": True} if target.tls else dict(bounds)
+        if target.sentinel_password is not None:
+            sentinel_kwargs.update(username=target.sentinel_username, password=target.sentinel_password)
+        sentinel = sentinel_class(list(target.hosts), sentinel_kwargs=sentinel_kwargs, **bounds)
+        return sentinel.master_for(target.service, redis_class=primary_class, db=target.db, **options)
+    if asyncio:
+        from redis.asyncio.cluster import ClusterNode as AsyncNode
+        from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+        nodes: list[Any] = [AsyncNode(h, p) for h, p in target.hosts]
+        return AsyncCluster(startup_nodes=nodes, **options)
+    from redis import cluster
+
+    node: Any = cluster.ClusterNode  # untyped in redis-py
+    return cluster.RedisCluster(startup_nodes=[node(h, p) for h, p in target.hosts], **options)
