@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SessionError
 from .stepping import Plan
-from .stores.base import Delete, Lifetime, Meta, SessionsOf
+from .stores.base import Delete, Lifetime, Meta, RevokeAll, SessionsOf
 
 if TYPE_CHECKING:
     from .engine import Exchange
@@ -123,9 +123,7 @@ class Sessions:
         if user is None:
             return 0
         current = self._current_key()
-        doomed = [key for key, _ in (yield from self._rows(user)) if not (except_current and key == current)]
-        for key in doomed:
-            yield Delete(key, user)
+        doomed: list[str] = yield RevokeAll(user, self._lifetime, current if except_current else None)
         self._end_current(doomed)
         return len(doomed)
 

@@ -38,6 +38,7 @@ from .stores.base import (
     R,
     Record,
     ReleaseLock,
+    RevokeAll,
     Rotate,
     SessionsOf,
     Store,
@@ -288,6 +289,31 @@ class StoreContract:
         store.execute(Delete(digest(1)))  # without the user: the index tolerates the stale entry
         assert listed(store, "alice") == [digest(3), digest(2)]
         assert listed(store, "bob") == [digest(9)] and listed(store, "nobody") == []
+
+    def test_revoke_all_ends_every_live_session_of_the_user_but_the_kept_one(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        for n in (1, 2, 3):
+            create(store, clock, n, {"n": b"1"}, user="alice")
+        create(store, clock, 9, {"n": b"1"}, user="bob")
+        revoked: list[str] = store.execute(RevokeAll("alice", LIFE, keep=digest(2)))
+        assert sorted(revoked) == [digest(1), digest(3)]
+        assert load(store, 1) is None and load(store, 3) is None and load(store, 2) is not None
+        assert listed(store, "alice") == [digest(2)] and listed(store, "bob") == [digest(9)]
+        assert store.execute(RevokeAll("alice", LIFE)) == [digest(2)]
+        assert store.execute(RevokeAll("alice", LIFE)) == [] and listed(store, "alice") == []
+        assert store.execute(RevokeAll("nobody", LIFE)) == []
+
+    def test_revoke_all_counts_no_expired_session_and_no_rotated_away_one(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        clock.advance(IDLE - 1)
+        create(store, clock, 2, {"a": b"1"}, user="alice")
+        assert store.execute(Rotate(digest(2), digest(3), meta(clock(), "alice"), {}, LIFE, old_user_id="alice"))
+        clock.advance(1)  # digest(1) idled out
+        assert store.execute(RevokeAll("alice", LIFE)) == [digest(3)]
+        assert load(store, 3) is None
+        assert not store.execute(Rotate(digest(3), digest(4), meta(clock(), "alice"), {}, LIFE, old_user_id="alice"))
+        assert load(store, 4) is None and listed(store, "alice") == []
 
     def test_the_index_never_returns_an_expired_session(self, store: Store, clock: FakeClock) -> None:
         create(store, clock, 1, {"a": b"1"}, user="alice")

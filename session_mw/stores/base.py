@@ -257,6 +257,23 @@ class Delete(Op[None]):
 
 
 @dataclass(frozen=True, slots=True)
+class RevokeAll(Op["list[str]"]):
+    """End every live session of ``user_id`` but ``keep``; the keys of those that were live.
+
+    "Log out everywhere": a session being born for the user while this runs (a login rotating
+    one of the user's sessions) must not survive it. A store whose rotate is one atomic step
+    gets that from its atomicity; one whose rotate takes several steps (Redis across hash
+    slots) must refuse the birth of a session it saw listed.
+    """
+
+    handler: ClassVar[str] = "on_revoke_all"
+
+    user_id: str
+    lifetime: Lifetime
+    keep: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionsOf(Op["list[tuple[str, Meta]]"]):
     """A user's live sessions, oldest first; stale or undecodable entries are dropped, never returned."""
 

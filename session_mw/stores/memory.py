@@ -121,6 +121,17 @@ class MemoryStore(base.Dispatching):
     def on_delete(self, op: base.Delete) -> None:
         self._drop(op.key)
 
+    def on_revoke_all(self, op: base.RevokeAll) -> list[str]:
+        now = self._clock()
+        doomed = [
+            key
+            for key in sorted(self._users.get(op.user_id, ()))
+            if key != op.keep and self._live(key, op.lifetime, now) is not None
+        ]
+        for key in doomed:
+            self._drop(key)
+        return doomed
+
     def on_sessions_of(self, op: base.SessionsOf) -> list[tuple[str, Meta]]:
         now = self._clock()
         out = []

@@ -1,13 +1,15 @@
-"""Redis / Valkey store: sync (``redis.Redis``) and asyncio (``redis.asyncio.Redis``).
+"""Redis / Valkey store: sync (``redis.Redis``) and asyncio (``redis.asyncio.Redis``), on one
+node, a Sentinel service or a Cluster (``redis_target``).
 
-Both faces share one plan per operation (a Lua script, its keys and arguments, and how to
-read the reply); only running a plan differs. Every operation on one session is one round
-trip, and every key a script touches is declared in ``KEYS``.
+Both faces share one plan per operation (Lua scripts, their keys and arguments, and how to
+read the replies); only running a plan differs. Every script touches exactly one key, so every
+operation on one session is atomic in that session's hash slot, and a Cluster accepts all.
 
 Layout: a hash per session under ``{prefix}s:{digest}`` with one field per app key
-(``k:name``) and the metadata fields ``_c _s _d _u _a _r _v``; a set per user under
-``{prefix}u:{user}`` holding the digests of that user's sessions. The index tolerates
-stale entries (a delete does not need to know the user); listing drops them.
+(``k:name``) and the metadata fields ``_c _s _d _u _a _r _i _v``; a sorted set per user under
+``{prefix}u:{user}`` scoring each session's digest by when it was added. The index names a
+session before it is born and tolerates stale entries; listing drops them. A hash holding only
+``_x`` is a tombstone: a session revoked before it was born, which no create may bring to life.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ local function ms(seconds)
 end
 """
 
+# Every script touches one key, so each runs in one hash slot: a Cluster accepts all of them,
+# and an operation that spans keys (a rotate, a user's index) is a sequence of such steps,
+# ordered so that a failure between two of them logs a user out rather than leaving a
+# session alive (see ``on_rotate``).
+
 # KEYS: session. ARGV: margin ms, now, idle, absolute, interval
 _LOAD = (
     _COMMON
@@ -71,10 +78,13 @@ local h = redis.pcall('HGETALL', KEYS[1])
 if h['err'] then redis.call('DEL', KEYS[1]) return -1 end
 if #h == 0 then return h end
 local now, idle, absolute, interval = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local at = 0
+for i = 1, #h, 2 do
+  if h[i] == '_x' then return {} end  -- a tombstone: a session revoked before it was born
+  if h[i] == '_s' then at = i + 1 end
+end
 local deadline = expiry(KEYS[1], now, idle, absolute)
 if deadline == nil then return h end
-local at = 0
-for i = 1, #h, 2 do if h[i] == '_s' then at = i + 1 end end
 if tonumber(h[at]) + interval <= now then
   -- a touch refused (out of memory, say) must not fail the read: the next due read retries it
   local done = redis.pcall('HSET', KEYS[1], '_s', ARGV[2])
@@ -87,17 +97,14 @@ return h
 """
 )
 
-# KEYS: session[, user index]. ARGV: margin ms, ttl s, digest, index ttl ms, field/value pairs...
+# KEYS: session (a fresh digest). ARGV: margin ms, ttl s, field/value pairs...
+# 0 if the key exists: a tombstone left by "log out everywhere" for a session being born.
 _CREATE = (
     _COMMON
     + """
-redis.call('DEL', KEYS[1])
-each_chunk('HSET', KEYS[1], ARGV, 5, #ARGV)
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+each_chunk('HSET', KEYS[1], ARGV, 3, #ARGV)
 redis.call('PEXPIRE', KEYS[1], ms(tonumber(ARGV[2])))
-if #KEYS > 1 then
-  redis.call('SADD', KEYS[2], ARGV[3])
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
-end
 return 1
 """
 )
@@ -116,32 +123,53 @@ return 1
 """
 )
 
-# KEYS: old session, new session, then the user indexes named by ARGV[9] and ARGV[10].
-# ARGV: margin ms, now, idle, absolute, ttl s, new digest, old digest, index ttl ms,
-#       position of the new user's index in KEYS (0: none), of the old user's (0: none),
-#       field/value pairs...
-_ROTATE = (
+# KEYS: the old session of a rotate. ARGV: margin ms, now, idle, absolute. 1: it was live and is gone.
+_TAKE = (
     _COMMON
     + """
-local now, idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if expiry(KEYS[1], now, idle, absolute) == nil then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-each_chunk('HSET', KEYS[2], ARGV, 11, #ARGV)
-redis.call('PEXPIRE', KEYS[2], ms(tonumber(ARGV[5])))
-local new_index, old_index = tonumber(ARGV[9]), tonumber(ARGV[10])
-if new_index > 0 then
-  redis.call('SADD', KEYS[new_index], ARGV[6])
-  if redis.call('PTTL', KEYS[new_index]) < tonumber(ARGV[8]) then redis.call('PEXPIRE', KEYS[new_index], ARGV[8]) end
-end
-if old_index > 0 then redis.call('SREM', KEYS[old_index], ARGV[7]) end
+if expiry(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])) == nil then return 0 end
+redis.call('DEL', KEYS[1])
 return 1
 """
 )
 
-# KEYS: session[, user index]. ARGV: digest
-_DELETE = """
+# KEYS: session. ARGV: margin ms, now, idle, absolute, tombstone ms.
+# Ends the session (1 if it was live). An absent key gets a tombstone, so that a session still
+# being born under it (a rotate between its steps) is refused by _CREATE.
+_KILL = (
+    _COMMON
+    + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+  redis.call('HSET', KEYS[1], '_x', '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 0
+end
+if kind == 'hash' and redis.call('HEXISTS', KEYS[1], '_x') == 1 then return 0 end
+local live = expiry(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])) ~= nil
 redis.call('DEL', KEYS[1])
-if #KEYS > 1 then redis.call('SREM', KEYS[2], ARGV[1]) end
+if live then return 1 end
+return 0
+"""
+)
+
+# KEYS: a user's index. ARGV: digest ('' to only migrate), score (when added), index ttl ms.
+# A sorted set of digests scored by when they were added; the first release's plain set is
+# migrated in place (its members scored 0: as old as can be).
+_INDEX_ADD = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'set' then
+  local members, ttl = redis.call('SMEMBERS', KEYS[1]), redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  for i = 1, #members do redis.call('ZADD', KEYS[1], 0, members[i]) end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+elseif kind ~= 'none' and kind ~= 'zset' then
+  redis.call('DEL', KEYS[1])
+end
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+end
 return 1
 """
 
@@ -159,11 +187,19 @@ _SCRIPTS = {
     "load": _LOAD,
     "create": _CREATE,
     "update": _UPDATE,
-    "rotate": _ROTATE,
-    "delete": _DELETE,
+    "take": _TAKE,
+    "kill": _KILL,
+    "index_add": _INDEX_ADD,
     "lock": _LOCK,
     "unlock": _UNLOCK,
 }
+#: How long a tombstone lasts, and how long an index entry without its session is taken for one
+#: being born rather than stale: far longer than the steps of a rotate can take.
+_BIRTH_GRACE_MS = 300_000
+#: Index members read per round trip: listing a user with many sessions never holds a node long.
+_INDEX_PAGE = 256
+#: "Log out everywhere" repeats while a pass still finds sessions (logins racing it).
+_REVOKE_PASSES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,14 +389,22 @@ class RedisPlans:
             return None
         return Record(data, meta) if op.lifetime.alive(meta, now) else None
 
+    def _index_add(self, user_id: str, digest: str, meta: Meta, lifetime: Lifetime, now: float) -> Plan[None]:
+        """Before a session is born, its user's index names it: a session no index lists would
+        escape "log out everywhere". (An entry whose birth then fails is stale, and dropped.)"""
+        ttl = self._index_ttl_ms(meta, lifetime, now)
+        yield Script("index_add", (self.user_key(user_id),), (digest, repr(now), ttl))
+
+    def _kill_args(self, lifetime: Lifetime, now: float) -> list[Any]:
+        return [*self._lifetime_args(lifetime, now), _BIRTH_GRACE_MS]
+
     def on_create(self, op: base.Create) -> Plan[None]:
         now = self.clock()
-        keys = [self.session_key(op.key)]
         if op.meta.user_id is not None:
-            keys.append(self.user_key(op.meta.user_id))
-        args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), op.key]
-        args += [self._index_ttl_ms(op.meta, op.lifetime, now), *_meta_fields(op.meta), *_fields(op.data)]
-        yield Script("create", keys, args)
+            yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
+        args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), *_meta_fields(op.meta), *_fields(op.data)]
+        if not int((yield Script("create", (self.session_key(op.key),), args))):
+            security_log.info("a session revoked while it was being created was not created")
 
     def on_update(self, op: base.Update) -> Plan[bool]:
         now = self.clock()
@@ -371,76 +415,113 @@ class RedisPlans:
         return bool(int((yield Script("update", (self.session_key(op.key),), args))))
 
     def on_rotate(self, op: base.Rotate) -> Plan[bool]:
+        """Three steps, each in its own slot: the new user's index names the new session; the old
+        session dies if it is live (else nothing more happens); the new session is born unless a
+        revoke left a tombstone meanwhile. A failure after the second step logs the user out;
+        no order of failures leaves two live sessions or brings back a dead one."""
         now = self.clock()
-        keys = [self.session_key(op.old_key), self.session_key(op.key)]
-        new_index = old_index = 0
         if op.meta.user_id is not None:
-            keys.append(self.user_key(op.meta.user_id))
-            new_index = len(keys)
+            yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
+        taken = yield Script("take", (self.session_key(op.old_key),), self._lifetime_args(op.lifetime, now))
+        if not int(taken):
+            if op.meta.user_id is not None:
+                yield from self._cleanup([("ZREM", self.user_key(op.meta.user_id), op.key)])
+            return False
+        args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), *_meta_fields(op.meta), *_fields(op.data)]
+        born = int((yield Script("create", (self.session_key(op.key),), args)))
         if op.old_user_id is not None:
-            if op.old_user_id == op.meta.user_id:
-                old_index = new_index
-            else:
-                keys.append(self.user_key(op.old_user_id))
-                old_index = len(keys)
-        args = self._lifetime_args(op.lifetime, now)
-        args += [repr(op.lifetime.ttl(op.meta, now)), op.key, op.old_key, self._index_ttl_ms(op.meta, op.lifetime, now)]
-        args += [new_index, old_index, *_meta_fields(op.meta), *_fields(op.data)]
-        return bool(int((yield Script("rotate", keys, args))))
+            yield from self._cleanup([("ZREM", self.user_key(op.old_user_id), op.old_key)])
+        return bool(born)
 
     def on_delete(self, op: base.Delete) -> Plan[None]:
-        keys = [self.session_key(op.key)]
+        now = self.clock()
+        yield Script("kill", (self.session_key(op.key),), self._kill_args(base.UNBOUNDED, now))
         if op.user_id is not None:
-            keys.append(self.user_key(op.user_id))
-        yield Script("delete", keys, (op.key,))
+            yield from self._cleanup([("ZREM", self.user_key(op.user_id), op.key)])
 
-    def on_sessions_of(self, op: base.SessionsOf) -> Plan[list[tuple[str, Meta]]]:
-        """Two round trips: the index, then the sessions it names (plain pipelined commands, not a
-        script, as a user's sessions may live in other hash slots); stale entries are dropped."""
-        index = self.user_key(op.user_id)
-        [members] = yield Commands([("SMEMBERS", index)])
-        if isinstance(members, Exception):  # not a set: not one of our indexes
-            _dropped(CorruptRecord("a Redis user index of the wrong type"))
-            yield from self._cleanup([("DEL", index)])
-            return []
-        names, junk = [], []
-        for member in members:
-            try:
-                names.append(member.decode("ascii") if isinstance(member, bytes) else str(member))
-            except UnicodeDecodeError:
-                junk.append(member)  # not a digest of ours
-        names.sort()
+    def _index(self, user_id: str) -> Plan[list[tuple[str, float]]]:
+        """The digests a user's index names, with when each was added: ZSCAN pages, so a user with
+        many sessions never holds a node for long. Members that are not digests are dropped."""
+        index = self.user_key(user_id)
+        found: dict[str, float] = {}
+        junk: list[Any] = []
+        cursor: Any = 0
+        migrated = False
+        while True:
+            [reply] = yield Commands([("ZSCAN", index, cursor, "COUNT", _INDEX_PAGE)])
+            if isinstance(reply, Exception):
+                if migrated or "WRONGTYPE" not in str(reply):
+                    raise reply
+                yield Script("index_add", (index,), ("", "0", 0))  # a first-release set: now a sorted set
+                migrated, cursor, found = True, 0, {}
+                continue
+            cursor, items = reply
+            paired = bool(items) and isinstance(items[0], (tuple, list))  # redis-py parses ZSCAN's reply
+            for member, score in items if paired else zip(items[::2], items[1::2], strict=True):
+                try:
+                    found[member.decode("ascii") if isinstance(member, bytes) else str(member)] = float(score)
+                except (UnicodeDecodeError, ValueError):
+                    junk.append(member)  # not a digest of ours
+            if int(cursor) == 0:
+                break
         if junk:
             _dropped(CorruptRecord("a Redis user index holds a member that is not a digest"))
-            yield from self._cleanup([("SREM", index, *junk)])
-        if not names:
-            return []
-        rows = yield Commands([("HMGET", self.session_key(d), *_META, b"_v") for d in names])
+            yield from self._cleanup([("ZREM", index, *junk)])
+        return sorted(found.items())
+
+    def on_sessions_of(self, op: base.SessionsOf) -> Plan[list[tuple[str, Meta]]]:
+        """The index, then the sessions it names in pages of pipelined HMGETs (plain commands, each
+        routed to its own slot). An entry without its session is stale once older than the birth
+        grace, and dropped; a younger one may be a session being born, and is kept."""
+        index = self.user_key(op.user_id)
+        entries = yield from self._index(op.user_id)
         now = self.clock()
         out: list[tuple[str, Meta]] = []
         stale: list[str] = []
         cleanup: list[tuple[Any, ...]] = []
-        for digest, row in zip(names, rows, strict=True):
-            try:
-                if isinstance(row, Exception):
-                    raise CorruptRecord("a Redis key of the wrong type")
-                if row[0] is None:
-                    stale.append(digest)  # the session is gone; its index entry goes too
+        for start in range(0, len(entries), _INDEX_PAGE):
+            page = entries[start : start + _INDEX_PAGE]
+            rows = yield Commands([("HMGET", self.session_key(d), *_META, b"_v") for d, _ in page])
+            for (digest, added), row in zip(page, rows, strict=True):
+                try:
+                    if isinstance(row, Exception):
+                        raise CorruptRecord("a Redis key of the wrong type")
+                    if row[0] is None:  # no session (or a tombstone)
+                        if (now - added) * 1000 > _BIRTH_GRACE_MS:
+                            stale.append(digest)
+                        continue
+                    if _record_format(row[7]) > RECORD_FORMAT:
+                        continue
+                    meta = checked_meta(*row[:7])
+                except CorruptRecord as exc:
+                    _dropped(exc)
+                    stale.append(digest)
+                    cleanup.append(("DEL", self.session_key(digest)))
                     continue
-                if _record_format(row[7]) > RECORD_FORMAT:
-                    continue
-                meta = checked_meta(*row[:7])
-            except CorruptRecord as exc:
-                _dropped(exc)
-                stale.append(digest)
-                cleanup.append(("DEL", self.session_key(digest)))
-                continue
-            if op.lifetime.alive(meta, now):
-                out.append((digest, meta))
+                if op.lifetime.alive(meta, now):
+                    out.append((digest, meta))
         if stale:
-            yield from self._cleanup([*cleanup, ("SREM", index, *stale)])
+            yield from self._cleanup([*cleanup, ("ZREM", index, *stale)])
         out.sort(key=lambda row: (row[1].created_at, row[0]))
         return out
+
+    def on_revoke_all(self, op: base.RevokeAll) -> Plan[list[str]]:
+        """Passes over the index until one finds nothing: each kills what it lists (a tombstone
+        for a digest whose session is not born yet) and drops those entries. A rotate names its
+        new session in the index before it takes the old one, so a session born from one this
+        revoke saw is either listed by a later pass or refused its birth."""
+        index = self.user_key(op.user_id)
+        revoked: list[str] = []
+        for _ in range(_REVOKE_PASSES):
+            entries = [d for d, _ in (yield from self._index(op.user_id)) if d != op.keep]
+            if not entries:
+                break
+            now = self.clock()
+            for digest in entries:
+                if int((yield Script("kill", (self.session_key(digest),), self._kill_args(op.lifetime, now)))):
+                    revoked.append(digest)
+            yield Commands([("ZREM", index, *entries)])
+        return revoked
 
     def on_acquire_lock(self, op: base.AcquireLock) -> Plan[bool]:
         return bool(int((yield Script("lock", (f"{self.prefix}l:{op.key}",), (op.owner, _ms(op.lease))))))

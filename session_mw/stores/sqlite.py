@@ -523,6 +523,25 @@ class SQLiteStore(base.Dispatching):
         with self._connection() as conn:
             conn.execute(_DELETE_SESSION, (op.key,))  # one statement: atomic with its cascade
 
+    def on_revoke_all(self, op: base.RevokeAll) -> list[str]:
+        """One transaction: the listing and the deletes, so no rotate can slip between them."""
+        with self._connection() as conn, self._transaction(conn):
+            now = self._clock()
+            doomed = []
+            for row in conn.execute(_USER_SESSIONS, (op.user_id, now)).fetchall():
+                key = str(row[0])
+                if key == op.keep:
+                    continue
+                try:
+                    alive = op.lifetime.alive(_meta(row[1:]), now)
+                except CorruptRecord as exc:
+                    self._drop_corrupt(conn, key, exc)
+                    continue
+                conn.execute(_DELETE_SESSION, (key,))
+                if alive:
+                    doomed.append(key)
+        return doomed
+
     def on_sessions_of(self, op: base.SessionsOf) -> list[tuple[str, Meta]]:
         with self._connection() as conn:
             now = self._clock()

@@ -16,7 +16,7 @@ import pytest
 from session_mw import SessionConfig
 from session_mw.engine import Engine
 from session_mw.stores import Store, open_async_store, open_store
-from session_mw.stores.base import UNBOUNDED, Delete, SessionsOf
+from session_mw.stores.base import UNBOUNDED, Delete, RevokeAll, SessionsOf
 from session_mw.stores.memory import MemoryStore
 from session_mw.stores.redis import RedisStore
 from session_mw.testing import FakeClock
@@ -266,13 +266,13 @@ def test_8_a_store_failure_inside_a_handler_is_the_same_503_in_every_door(
         down = False
 
         def execute(self, op: Op[R]) -> R:
-            if self.down and isinstance(op, SessionsOf):
+            if self.down and isinstance(op, (SessionsOf, RevokeAll)):
                 raise StoreUnavailable("the index is unreachable")
             return super().execute(op)  # type: ignore[no-any-return]
 
     class AsyncFailing(Failing):
         async def execute(self, op: Op[R]) -> R:  # type: ignore[override]
-            if self.down and isinstance(op, SessionsOf):
+            if self.down and isinstance(op, (SessionsOf, RevokeAll)):
                 raise StoreUnavailable("the index is unreachable")
             return await self.inner.execute(op)  # type: ignore[no-any-return]
 

@@ -27,7 +27,7 @@ def test_store_outage_inside_a_handler_is_a_503(monkeypatch: pytest.MonkeyPatch)
 
     from examples.fastapi_app import create_app
     from session_mw import SessionConfig, StoreUnavailable
-    from session_mw.stores.base import Op, R, SessionsOf
+    from session_mw.stores.base import Op, R, RevokeAll, SessionsOf
     from session_mw.stores.memory import MemoryStore
     from session_mw.stores.threaded import AsyncFromSync
 
@@ -35,7 +35,7 @@ def test_store_outage_inside_a_handler_is_a_503(monkeypatch: pytest.MonkeyPatch)
         down = False
 
         async def execute(self, op: Op[R]) -> R:
-            if self.down and isinstance(op, SessionsOf):
+            if self.down and isinstance(op, (SessionsOf, RevokeAll)):
                 raise StoreUnavailable("the store is down")
             return await super().execute(op)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from session_mw import StoreUnavailable
-from session_mw.stores.base import Op, R, SessionsOf
+from session_mw.stores.base import Op, R, RevokeAll, SessionsOf
 from session_mw.stores.memory import MemoryStore
 from tests.examples.shop_suite import ShopContract, ShopInputs, check_outage_inside_a_handler, hide_session_mw_env
 
@@ -33,7 +33,7 @@ class FlakyStore(MemoryStore):
     down = False
 
     def execute(self, op: Op[R]) -> R:
-        if self.down and isinstance(op, SessionsOf):
+        if self.down and isinstance(op, (SessionsOf, RevokeAll)):
             raise StoreUnavailable("the store is down")
         return super().execute(op)
 

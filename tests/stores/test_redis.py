@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from session_mw.errors import ConfigError, StoreUnavailable
-from session_mw.stores.base import Check, Close, Create, Delete, Lifetime, Load, Rotate, SessionsOf, Update
+from session_mw.stores.base import Check, Close, Create, Delete, Lifetime, Load, RevokeAll, Rotate, SessionsOf, Update
 from session_mw.stores.redis import AsyncRedisStore, RedisStore
 from session_mw.testing import FakeClock, digest, meta
 from tests.conftest import RedisServer, free_port
@@ -138,7 +138,7 @@ def test_the_listing_drops_a_record_whose_meta_does_not_decode(
     store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
     raw.hset(f"{key_prefix}s:{digest(1)}", field, b"\xff")
     assert store.execute(SessionsOf("alice", LIFE)) == []
-    assert not raw.exists(f"{key_prefix}s:{digest(1)}") and raw.smembers(f"{key_prefix}u:alice") == set()
+    assert not raw.exists(f"{key_prefix}s:{digest(1)}") and raw.zcard(f"{key_prefix}u:alice") == 0
 
 
 def test_a_user_index_of_the_wrong_type_lists_nothing_and_is_dropped(
@@ -240,13 +240,52 @@ def test_delete_with_the_user_cleans_the_index_at_once(
 ) -> None:
     store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
     store.execute(Delete(digest(1), "alice"))
-    assert raw.smembers(f"{key_prefix}u:alice") == set()
+    assert raw.zcard(f"{key_prefix}u:alice") == 0
 
 
 def test_a_user_index_member_that_is_no_digest_is_dropped(
     store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
 ) -> None:
     store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
-    raw.sadd(f"{key_prefix}u:alice", b"\xff\xfe")
+    raw.zadd(f"{key_prefix}u:alice", {b"\xff\xfe": 0})
     assert [k for k, _ in store.execute(SessionsOf("alice", LIFE))] == [digest(1)]
-    assert raw.smembers(f"{key_prefix}u:alice") == {digest(1).encode()}
+    assert raw.zrange(f"{key_prefix}u:alice", 0, -1) == [digest(1).encode()]
+
+
+def test_a_first_release_index_is_migrated_to_a_sorted_set_in_place(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    """The first release kept a plain set of digests; it is read, and becomes a sorted set."""
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    index = f"{key_prefix}u:alice"
+    raw.delete(index)
+    raw.sadd(index, digest(1), digest(2))  # digest(2): a session long gone
+    raw.expire(index, 3600)
+    assert [k for k, _ in store.execute(SessionsOf("alice", LIFE))] == [digest(1)]
+    assert raw.type(index) == b"zset" and raw.zrange(index, 0, -1) == [digest(1).encode()]
+    assert 0 < raw.ttl(index) <= 3600
+
+
+def test_an_index_entry_of_a_session_being_born_is_kept_a_stale_one_dropped(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    """A rotate names its new session in the index before the session exists: a listing in
+    between must not drop that entry (the session would escape "log out everywhere")."""
+    index = f"{key_prefix}u:alice"
+    raw.zadd(index, {digest(7): clock(), digest(8): clock() - 301})
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+    assert raw.zrange(index, 0, -1) == [digest(7).encode()]
+
+
+def test_a_revoke_all_refuses_the_birth_of_a_session_it_listed(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    """Between a rotate's steps (the new session named in the index, the old one taken) a
+    revoke finds the new digest without its session: it leaves a tombstone, and the birth fails."""
+    now = clock()
+    store.execute(Create(digest(1), meta(now, "alice"), {"a": b"1"}, LIFE))
+    raw.zadd(f"{key_prefix}u:alice", {digest(2): now})  # the first step of a rotate to digest(2)
+    assert store.execute(RevokeAll("alice", LIFE)) == [digest(1)]
+    assert store.execute(Create(digest(2), meta(now, "alice"), {"a": b"1"}, LIFE)) is None
+    assert store.execute(Load(digest(2), LIFE)) is None and store.execute(SessionsOf("alice", LIFE)) == []
+    assert raw.hgetall(f"{key_prefix}s:{digest(2)}") == {b"_x": b"1"} and raw.pttl(f"{key_prefix}s:{digest(2)}") > 0
