@@ -472,7 +472,7 @@ class ShopContract(ShopFixtures):
         assert right.status_code == 200 and right.json() == {"elevated": True}
         assert browser.token is not None and browser.token != before
         assert browser.me() == "alice" and browser.cart() == ["cherry"]
-        assert "checkout is unlocked" in browser.get("/").text
+        assert "Password confirmed" in browser.get("/").text
         assert make_browser(token=before).me() is None
 
     # -- logout ----------------------------------------------------------------------------
