@@ -29,7 +29,11 @@ def chromium() -> Iterator[Browser]:
         browser_missing("playwright is not installed (pip install -e '.[dev]')")
     path = chromium_path()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, headless=True)
+        # Playwright turns the back/forward cache off; a real browser has it, and it is what would
+        # show a signed-in page again on Back after logging out if the page were not no-store
+        browser = playwright.chromium.launch(
+            executable_path=path, headless=True, ignore_default_args=["--disable-back-forward-cache"]
+        )
         try:
             yield browser
         finally:

@@ -168,7 +168,7 @@ def test_the_cart_survives_login_and_the_cookie_changes(shop: Shop, new_context:
     expect(page.locator("#cart-count")).to_have_text("2")
     page.reload()
     expect(page.locator("#cart-lines li")).to_have_count(2)
-    shot(page, "signed-in", full_page=True)
+    shot(page, "signed-in")
 
 
 def test_scripts_cannot_read_the_session_cookie(shop: Shop, new_context: NewContext) -> None:
@@ -176,13 +176,20 @@ def test_scripts_cannot_read_the_session_cookie(shop: Shop, new_context: NewCont
     page = context.new_page()
     page.goto(shop.url)
     add_to_cart(page, "pear", 1)
-    log_in(page)
+    anonymous = session_cookie(context)
+    assert anonymous is not None and anonymous["httpOnly"] is True
+    assert COOKIE not in page.evaluate("document.cookie")
+    # signed in through the context's own HTTP client (it shares the browser's cookies), then looked at
+    signed_in = context.request.post(shop.url + "/login", form={"username": "alice", "password": "wonderland"})
+    assert signed_in.ok
+    page.reload()
+    expect(page.get_by_role("heading", name="Hello, alice!")).to_be_visible()
     cookie = session_cookie(context)
     assert cookie is not None and cookie["httpOnly"] is True
     page.evaluate("document.cookie = 'theme=green; path=/'")  # a cookie scripts may see, to prove they see some
     seen = page.evaluate("document.cookie")
     assert "theme=green" in seen
-    assert COOKIE not in seen and cookie["value"] not in seen
+    assert COOKIE not in seen and cookie["value"] not in seen and anonymous["value"] not in seen
 
 
 def test_sign_out_another_device(shop: Shop, new_context: NewContext, shot: Shot) -> None:
@@ -201,7 +208,7 @@ def test_sign_out_another_device(shop: Shop, new_context: NewContext, shot: Shot
     expect(mine).to_contain_text("this device")
     expect(mine.get_by_role("button", name="Sign out")).to_have_count(0)
     expect(theirs).to_contain_text("Chrome on Linux")
-    shot(laptop, "two-devices", full_page=True)
+    shot(laptop, "two-devices")
 
     with laptop.expect_navigation():  # the page reloads once the server has ended that session
         theirs.get_by_role("button", name="Sign out").click()
@@ -224,7 +231,7 @@ def test_back_after_logout_shows_nothing_private(shop: Shop, new_context: NewCon
     expect(page.locator("#cart-lines li")).to_have_count(1)
     page.get_by_role("button", name="Log out", exact=True).click()
     expect_signed_out(page)
-    page.go_back()
+    page.go_back(wait_until="commit")  # a page restored from the back/forward cache fires no "load"
     expect_signed_out(page)
     expect(page.locator("#cart-lines li")).to_have_count(0)
     shot(page, "back")
