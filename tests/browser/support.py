@@ -8,7 +8,7 @@ import html
 import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NoReturn
@@ -37,28 +37,48 @@ def chromium_path() -> str:
     return path
 
 
-@contextlib.contextmanager
-def browser_shops(
-    kind: Kind, store: str, folder: Path, redis_url: str | None, variants: dict[str, dict[str, str]]
-) -> Iterator[dict[str, Shop]]:
-    """One shop per variant (its extra settings), started side by side, as the contract serves them
-    (uvicorn; gunicorn ``--workers 2 --threads 4``) with the library's default cookie
-    (``__Host-session``, Secure: Chromium takes it on http://127.0.0.1)."""
-    workers = 2 if kind == "flask" else 1
+class Fleet:
+    """Shops started in the background, two at a time, as the contract serves them (uvicorn;
+    gunicorn ``--workers 2 --threads 4``) with the library's default cookie (``__Host-session``,
+    Secure: Chromium takes it on http://127.0.0.1).
 
-    def start(name: str, stack: contextlib.ExitStack) -> Shop:
-        settings = {**store_settings(kind, store, redis_url, folder / name), "SESSION_MW_COOKIE_SECURE": "true"}
-        (folder / name).mkdir()
-        return stack.enter_context(running_shop(kind, {**settings, **variants[name]}, folder / name / "log", workers))
+    Starting a server is mostly Python importing its app: done on the second core while the
+    browser drives the shops already up, it costs the tests no time.
+    """
 
-    with contextlib.ExitStack() as outer:
-        stacks = {name: outer.enter_context(contextlib.ExitStack()) for name in variants}
-        with ThreadPoolExecutor(len(variants)) as pool:  # starting a server is mostly waiting for imports
-            futures = {name: pool.submit(start, name, stacks[name]) for name in variants}
-        shops = {name: future.result() for name, future in futures.items()}
-        yield shops
-    for shop in shops.values():
-        assert "Traceback" not in shop.log_text()
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._pool = ThreadPoolExecutor(2)
+        self._stacks: dict[str, contextlib.ExitStack] = {}
+        self._futures: dict[str, Future[Shop]] = {}
+
+    def start(self, name: str, kind: Kind, store: str, redis_url: str | None, extra: dict[str, str]) -> None:
+        folder = self.folder / name
+        folder.mkdir()
+        settings = {**store_settings(kind, store, redis_url, folder), "SESSION_MW_COOKIE_SECURE": "true", **extra}
+        stack = self._stacks[name] = contextlib.ExitStack()
+        workers = 2 if kind == "flask" else 1
+        self._futures[name] = self._pool.submit(
+            stack.enter_context, running_shop(kind, settings, folder / "server.log", workers)
+        )
+
+    def shop(self, name: str) -> Shop:
+        """The shop ``name``, once it answers (or the error that kept it from starting)."""
+        return self._futures[name].result()
+
+    def stop(self, name: str) -> None:
+        """Stop one shop; its log must show no traceback."""
+        future = self._futures.pop(name)
+        try:
+            shop = future.result()
+        finally:
+            self._stacks.pop(name).close()
+        assert "Traceback" not in shop.log_text(), shop.log_text()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for stack in self._stacks.values():
+            stack.close()
 
 
 class _Forger(BaseHTTPRequestHandler):

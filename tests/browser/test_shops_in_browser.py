@@ -1,11 +1,12 @@
 """The example shops in a real browser: headless Chromium (Playwright) against uvicorn (FastAPI
 shop) and gunicorn ``--workers 2 --threads 4`` (Flask shop), each on SQLite and on Redis.
 
-One browser serves the whole package; each (shop, store) pair gets its server once, with the
-library's default Secure ``__Host-`` cookie, made ``SameSite=Strict``, and a second server with a
+One browser serves the whole package. Each (shop, store) pair gets two servers, with the
+library's default Secure ``__Host-`` cookie: one made ``SameSite=Strict``, and one with a
 two-second idle timeout for the one test that waits for it (a browser signs in there first thing,
-so that the wait overlaps the other tests). Screenshots go to the artifacts folder
-(``SESSION_MW_ARTIFACTS``, default ``artifacts/browser/``).
+so that the wait overlaps the other tests). They start in the background, the next pair's while
+the browser visits this one's, and stop once their tests are done. Screenshots go to the artifacts
+folder (``SESSION_MW_ARTIFACTS``, default ``artifacts/browser/``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.support import COOKIE, REQUIRE_BROWSER, browser_shops, forging_site
+from tests.browser.support import COOKIE, REQUIRE_BROWSER, Fleet, forging_site
 from tests.examples.shop_suite import Kind, Shop
 
 try:
@@ -40,6 +41,35 @@ COMBOS = [
 ]
 
 
+VARIANTS = {
+    "strict": {"SESSION_MW_COOKIE_SAMESITE": "strict"},
+    "idle": {"SESSION_MW_IDLE_TIMEOUT": str(IDLE_TIMEOUT)},
+}
+
+
+@pytest.fixture(scope="module")
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Every shop this run's tests will visit, queued to start in the order they will be visited."""
+    wanted: list[tuple[Kind, str]] = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "module", None) is not request.module or callspec is None:
+            continue
+        if callspec.params["combo"] not in wanted:
+            wanted.append(callspec.params["combo"])
+    redis_url: str | None = None
+    if any(store == "redis" for _, store in wanted):
+        redis_url = str(request.getfixturevalue("redis_url"))
+    fleet = Fleet(tmp_path_factory.mktemp("browser-shops"))
+    try:
+        for kind, store in wanted:
+            for variant, settings in VARIANTS.items():
+                fleet.start(f"{kind}-{store}-{variant}", kind, store, redis_url, settings)
+        yield fleet
+    finally:
+        fleet.close()
+
+
 @pytest.fixture(scope="module", params=COMBOS)
 def combo(request: pytest.FixtureRequest) -> tuple[Kind, str]:
     kind, store = request.param
@@ -47,17 +77,15 @@ def combo(request: pytest.FixtureRequest) -> tuple[Kind, str]:
 
 
 @pytest.fixture(scope="module")
-def shops(
-    combo: tuple[Kind, str], request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Shop]]:
-    kind, store = combo
-    redis_url = str(request.getfixturevalue("redis_url")) if store == "redis" else None
-    variants = {
-        "strict": {"SESSION_MW_COOKIE_SAMESITE": "strict"},
-        "idle": {"SESSION_MW_IDLE_TIMEOUT": str(IDLE_TIMEOUT)},
-    }
-    with browser_shops(kind, store, tmp_path_factory.mktemp(f"browser-{kind}-{store}"), redis_url, variants) as started:
+def shops(combo: tuple[Kind, str], fleet: Fleet) -> Iterator[dict[str, Shop]]:
+    """The (shop, store) pair's servers, one per variant; stopped once its tests are done."""
+    names = {variant: f"{combo[0]}-{combo[1]}-{variant}" for variant in VARIANTS}
+    started = {variant: fleet.shop(name) for variant, name in names.items()}  # a failed start: fleet.close()
+    try:
         yield started
+    finally:
+        for name in names.values():
+            fleet.stop(name)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +106,7 @@ IdleSession = tuple[Page, float]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def idle_session(idle_shop: Shop, chromium: Browser) -> Iterator[IdleSession]:
+def idle_session(chromium: Browser, idle_shop: Shop) -> Iterator[IdleSession]:
     """A browser signed in on the idle shop as soon as a (shop, store) pair starts, and its
     (monotonic) time: the idle test then waits out the rest of the timeout, not all of it."""
     context = chromium.new_context(user_agent=CHROME_UA)
