@@ -51,6 +51,7 @@ class Fleet:
         self._pool = ThreadPoolExecutor(2)
         self._stacks: dict[str, contextlib.ExitStack] = {}
         self._futures: dict[str, Future[Shop]] = {}
+        self.unavailable: dict[str, str] = {}  # store -> why there is none here
 
     def start(self, name: str, kind: Kind, store: str, redis_url: str | None, extra: dict[str, str]) -> None:
         folder = self.folder / name
