@@ -30,11 +30,15 @@ Routes (the same as the Flask example's):
 * ``GET /``: the shop page; a login form, or the account panel with the active sessions.
 * ``POST /login`` (form ``username``, ``password``), ``POST /logout``.
 * ``GET /api/me``; ``GET|POST /api/cart`` (JSON ``{"item": "apple"}``, works anonymously).
-* ``GET /api/sessions``, ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
+* ``GET /api/sessions``, ``POST /api/sessions/revoke`` (JSON ``{"id": ...}``: sign one of your devices out),
+  ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
 
-Cross-site request forgery: the session cookie is ``SameSite=Lax`` (session_mw's default),
-so browsers do not send it with cross-site POSTs; the JSON routes also insist on a JSON
-content type, which a cross-site form cannot send.
+Cross-site request forgery: ``CrossSiteGuard`` refuses a POST that a browser says comes from
+another site (its ``Origin`` or ``Sec-Fetch-Site`` header; the rule is ``shop_common.is_cross_site``)
+with a 403, before the session is loaded. Behind it, the session cookie is ``SameSite=Lax``
+(session_mw's default), so browsers do not send it with cross-site POSTs, and the JSON routes
+insist on a JSON content type, which a cross-site form cannot send. The pages are
+``Cache-Control: no-store``: Back after logging out asks the server again.
 """
 
 from __future__ import annotations
@@ -49,11 +53,43 @@ if not __package__:  # run as a script: make `examples` and the checkout's `sess
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from examples import shop_common as shop
 from examples.shop_common import NOT_LOGGED_IN, ApiError
 from session_mw import Session, SessionConfig, SessionMiddleware, session_manager
 from session_mw.stores.base import AsyncStore
+
+
+class CrossSiteGuard:
+    """ASGI middleware: a state-changing request from another site gets a 403 and reaches nothing.
+
+    Installed outside the session middleware, so a refused request never loads, touches or
+    saves a session. The rule is ``shop_common.is_cross_site``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers: dict[bytes, list[str]] = {}
+            for name, value in scope["headers"]:
+                if name in (b"origin", b"sec-fetch-site", b"host"):
+                    headers.setdefault(name, []).append(value.decode("latin-1"))
+
+            def one(name: bytes) -> str | None:  # a repeated header is joined, and so never matches
+                values = headers.get(name)
+                return ", ".join(values) if values else None
+
+            if shop.is_cross_site(
+                scope["method"], origin=one(b"origin"), fetch_site=one(b"sec-fetch-site"),
+                scheme=scope.get("scheme", "http"), host=one(b"host"),
+            ):  # fmt: skip
+                content_type, body = shop.cross_site_refusal(scope["path"])
+                await Response(body, status_code=403, media_type=content_type)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _session(request: Request) -> Session:
@@ -90,6 +126,7 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
     config = config if config is not None else SessionConfig.from_env()
     app = FastAPI(title=shop.SHOP_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, config=config, store=store)
+    app.add_middleware(CrossSiteGuard)  # added last, so it runs first: outside the session
     app.state.cookie_secure = config.cookie_secure
 
     async def api_error(request: Request, exc: Exception) -> Response:

@@ -32,15 +32,19 @@ Routes (the same as the FastAPI example's):
 * ``GET /``: the shop page; a login form, or the account panel with the active sessions.
 * ``POST /login`` (form ``username``, ``password``), ``POST /logout``.
 * ``GET /api/me``; ``GET|POST /api/cart`` (JSON ``{"item": "apple"}``, works anonymously).
-* ``GET /api/sessions``, ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
+* ``GET /api/sessions``, ``POST /api/sessions/revoke`` (JSON ``{"id": ...}``: sign one of your devices out),
+  ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
 
 ``flask.session`` is the server-side session (no ``SECRET_KEY``: nothing is signed, the cookie
 is a random token); ``current_session()`` is the same object, typed, for ``user_id``,
 ``regenerate()`` and ``invalidate()``.
 
-Cross-site request forgery: the session cookie is ``SameSite=Lax`` (session_mw's default),
-so browsers do not send it with cross-site POSTs; the JSON routes also insist on a JSON
-content type, which a cross-site form cannot send.
+Cross-site request forgery: ``CrossSiteGuard`` refuses a POST that a browser says comes from
+another site (its ``Origin`` or ``Sec-Fetch-Site`` header; the rule is ``shop_common.is_cross_site``)
+with a 403, before the session is loaded. Behind it, the session cookie is ``SameSite=Lax``
+(session_mw's default), so browsers do not send it with cross-site POSTs, and the JSON routes
+insist on a JSON content type, which a cross-site form cannot send. The pages are
+``Cache-Control: no-store``: Back after logging out asks the server again.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 if not __package__:  # run as a script: make `examples` and the checkout's `session_mw` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,7 +69,31 @@ from session_mw import SessionConfig
 from session_mw.contrib.flask import FlaskSessions, current_session, session_manager
 from session_mw.stores.base import Store
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 MAX_FORM_BYTES = 16 * 1024  # the login form is two short fields
+
+
+class CrossSiteGuard:
+    """WSGI middleware: a state-changing request from another site gets a 403 and reaches nothing.
+
+    Wrapped around the session middleware, so a refused request never loads, touches or saves
+    a session. The rule is ``shop_common.is_cross_site``.
+    """
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if shop.is_cross_site(
+            environ.get("REQUEST_METHOD", "GET"), origin=environ.get("HTTP_ORIGIN"),
+            fetch_site=environ.get("HTTP_SEC_FETCH_SITE"), scheme=environ.get("wsgi.url_scheme", "http"),
+            host=environ.get("HTTP_HOST"),
+        ):  # fmt: skip
+            content_type, body = shop.cross_site_refusal(environ.get("PATH_INFO", ""))
+            return BaseResponse(body, status=403, content_type=content_type)(environ, start_response)
+        return self.app(environ, start_response)
 
 
 def _json_object() -> dict[str, Any]:
@@ -99,6 +128,7 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
     app.config.update(MAX_CONTENT_LENGTH=MAX_FORM_BYTES, MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES, MAX_FORM_PARTS=10)
     # With no config, FlaskSessions reads SESSION_MW_* from app.config and then from the environment.
     FlaskSessions(app, config=config, store=store)  # also answers StoreUnavailable with a 503
+    cast(Any, app).wsgi_app = CrossSiteGuard(app.wsgi_app)  # outside the session middleware: it runs first
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:

@@ -1,5 +1,6 @@
 """The framework-free half of the example shops: catalogue, demo accounts, cart rules, pages,
-and what the routes decide (the JSON API's errors, adding to the cart, signing in, elevating).
+and what the routes decide (the JSON API's errors, adding to the cart, signing in, elevating,
+refusing cross-site requests).
 
 Both example apps (FastAPI and Flask) import this module, so they sell the same fruit, know
 the same users, answer the same errors and render the same HTML; only the request/response
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 
@@ -36,9 +38,8 @@ MAX_USERNAME_SHOWN = 64  # characters of a rejected username echoed back in the 
 
 @dataclass(frozen=True, slots=True)
 class Product:
-    id: str
+    id: str  # also names the product's picture, the SVG symbol ``fruit-<id>`` in shop.html
     name: str
-    emoji: str
     price_cents: int
     blurb: str
 
@@ -48,12 +49,12 @@ class Product:
 
 
 PRODUCTS: tuple[Product, ...] = (
-    Product("apple", "Apple", "\N{RED APPLE}", 50, "Crisp and sweet, from the orchard up the hill."),
-    Product("banana", "Banana", "\N{BANANA}", 30, "Ripe today, perfect for breakfast."),
-    Product("cherry", "Cherries", "\N{CHERRIES}", 320, "A 250 g punnet of dark, juicy cherries."),
-    Product("pear", "Pear", "\N{PEAR}", 60, "Buttery Williams pears."),
-    Product("orange", "Orange", "\N{TANGERINE}", 45, "Sweet navel oranges, easy to peel."),
-    Product("kiwi", "Kiwi", "\N{KIWIFRUIT}", 40, "Tangy green kiwis, full of vitamin C."),
+    Product("apple", "Apple", 50, "Crisp and sweet, from the orchard up the hill."),
+    Product("banana", "Banana", 30, "Ripe today, perfect for breakfast."),
+    Product("cherry", "Cherries", 320, "A 250 g punnet of dark, juicy cherries."),
+    Product("pear", "Pear", 60, "Buttery Williams pears."),
+    Product("orange", "Orange", 45, "Sweet navel oranges, easy to peel."),
+    Product("kiwi", "Kiwi", 40, "Tangy green kiwis, full of vitamin C."),
 )
 PRODUCTS_BY_ID: Mapping[str, Product] = {p.id: p for p in PRODUCTS}
 
@@ -63,8 +64,8 @@ def format_price(cents: int) -> str:
 
 
 def catalog_json() -> dict[str, dict[str, Any]]:
-    """What the page's script needs to redraw the cart: names, emoji and prices by id."""
-    return {p.id: {"name": p.name, "emoji": p.emoji, "price_cents": p.price_cents} for p in PRODUCTS}
+    """What the page's script needs to redraw the cart: names and prices by id."""
+    return {p.id: {"name": p.name, "price_cents": p.price_cents} for p in PRODUCTS}
 
 
 # -- cart ------------------------------------------------------------------------------
@@ -102,6 +103,7 @@ class CartLine:
     label: str
     quantity: int
     subtotal: str  # "" for an item that is not in the catalogue
+    product_id: str = ""  # the catalogue product (its picture), "" for an item that is not in it
 
 
 def cart_lines(items: Sequence[str]) -> tuple[list[CartLine], str]:
@@ -118,7 +120,7 @@ def cart_lines(items: Sequence[str]) -> tuple[list[CartLine], str]:
             continue
         total += product.price_cents * quantity
         subtotal = format_price(product.price_cents * quantity)
-        lines.append(CartLine(f"{product.emoji} {product.name}", quantity, subtotal))
+        lines.append(CartLine(product.name, quantity, subtotal, product.id))
     return lines, format_price(total)
 
 
@@ -167,7 +169,9 @@ def new_nonce() -> str:
 
 
 def page_headers(nonce: str) -> dict[str, str]:
-    """Security headers for a rendered page: only this page's own inline script and style run."""
+    """Security headers for a rendered page: only this page's own inline script and style run, and
+    no cache keeps it (it shows a cart and maybe a signed-in user: after logging out, Back and a
+    reload must ask the server again rather than show the signed-in page from a cache)."""
     return {
         "Content-Security-Policy": (
             f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
@@ -175,6 +179,7 @@ def page_headers(nonce: str) -> dict[str, str]:
         ),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
     }
 
 
@@ -191,6 +196,7 @@ def format_time(iso: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SessionRow:
+    id: str  # the opaque id of /api/sessions, which POST /api/sessions/revoke takes
     created: str
     last_seen: str
     user_agent: str
@@ -232,6 +238,7 @@ def session_rows(sessions: Sequence[Mapping[str, Any]]) -> list[SessionRow]:
     """Rows of the "active sessions" table from ``SessionInfo.as_dict()`` dicts."""
     return [
         SessionRow(
+            str(s.get("id") or ""),
             format_time(str(s.get("created_at", ""))),
             # the store refreshes last_seen only every touch interval; this request is "now"
             "now" if s.get("current") else format_time(str(s.get("last_seen", ""))),
@@ -320,6 +327,68 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+# -- cross-site requests ---------------------------------------------------------------
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CROSS_SITE_REFUSED = "cross-site request refused"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a serialized origin (``scheme://host[:port]``, nothing more), or None."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # a bad port, a broken IPv6 literal
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None or parts.password is not None:
+        return None
+    if parts.path or parts.query or parts.fragment or "," in parts.netloc:
+        return None
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def is_cross_site(method: str, *, origin: str | None, fetch_site: str | None, scheme: str, host: str | None) -> bool:
+    """Whether a request must be refused (403, before the session is even loaded) as cross-site.
+
+    The rule both shops apply, from the request's method and its ``Origin``, ``Sec-Fetch-Site``
+    and ``Host`` headers (``scheme`` is the request's own, ``http`` or ``https``):
+
+    * A safe method (GET, HEAD, OPTIONS, TRACE) is always served: it changes nothing.
+    * ``Sec-Fetch-Site: cross-site`` is refused. ``same-origin``, ``same-site`` and ``none`` (the
+      user typed the address) let the request through to the ``Origin`` check.
+    * An ``Origin`` header must name this very origin: its scheme, host and port (the scheme's
+      default port when it names none) equal the request's scheme and its ``Host`` header's host
+      and port, compared without regard to case. ``null`` (a sandboxed page, a redirect from
+      elsewhere), anything that is not exactly ``scheme://host[:port]``, several origins, or an
+      origin with no ``Host`` to compare it with are all refused. A sibling subdomain is another
+      origin, so it is refused too, even when ``Sec-Fetch-Site`` says ``same-site``.
+    * A request with neither header is served: it comes from a non-browser client (curl, a test,
+      a server), which a forged cross-site request never is; old browsers that send neither
+      still do not send the ``SameSite`` session cookie with a cross-site POST.
+
+    Behind a proxy that terminates TLS, the app must see the original scheme and ``Host``
+    (``uvicorn --proxy-headers``, Werkzeug's ``ProxyFix``), or every browser POST is refused.
+    """
+    if method.upper() in SAFE_METHODS:
+        return False
+    if fetch_site is not None and fetch_site.strip().lower() == "cross-site":
+        return True
+    if origin is None:
+        return False
+    claimed = _origin_of(origin)
+    own = _origin_of(f"{scheme}://{host}") if host else None
+    return claimed is None or own is None or claimed != own
+
+
+def cross_site_refusal(path: str) -> tuple[str, bytes]:
+    """The 403's content type and body: JSON on the API, one line of text for the pages' forms."""
+    if path.startswith("/api/"):
+        return "application/json", json.dumps({"error": CROSS_SITE_REFUSED}).encode()
+    return "text/plain; charset=utf-8", b"403 Forbidden: this form was sent from another site; nothing was changed.\n"
 
 
 def require_json(mimetype: str) -> None:

@@ -249,6 +249,33 @@ BAD_CART_BODIES: dict[str, tuple[bytes, str]] = {
 }
 
 
+# Headers by which a browser says a request comes from another site.
+CROSS_SITE_HEADERS: list[dict[str, str]] = [
+    {"Origin": "http://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+]
+
+# Origin headers that do not name the shop's own origin ({url} is the shop's, {port} its port).
+FOREIGN_ORIGINS: dict[str, str | bytes] = {
+    "another-site": "https://evil.example",
+    "null": "null",
+    "another-port": "http://127.0.0.1:{other_port}",
+    "another-scheme": "https://127.0.0.1:{port}",
+    "another-host": "http://localhost:{port}",
+    "default-port": "http://127.0.0.1",
+    "with-a-path": "{url}/",
+    "two-origins": "{url}, {url}",
+    "with-userinfo": "http://user@127.0.0.1:{port}",
+    "port-out-of-range": "http://127.0.0.1:99999",
+    "broken-ipv6": "http://[::1",
+    "no-scheme": "127.0.0.1:{port}",
+    "other-scheme": "file://127.0.0.1:{port}",
+    "empty": "",
+    "non-ascii": "http://\xe9vil.example".encode("latin-1"),
+}
+
+
 # -- the contract ----------------------------------------------------------------------
 
 
@@ -472,8 +499,61 @@ class ShopContract(ShopFixtures):
         assert right.status_code == 200 and right.json() == {"elevated": True}
         assert browser.token is not None and browser.token != before
         assert browser.me() == "alice" and browser.cart() == ["cherry"]
-        assert "checkout is unlocked" in browser.get("/").text
+        assert "Password confirmed" in browser.get("/").text
         assert make_browser(token=before).me() is None
+
+    # -- cross-site requests, caching --------------------------------------------------------
+
+    def test_cross_site_posts_are_refused_and_change_nothing(self, shop: Shop, make_browser: MakeBrowser) -> None:
+        marker = uuid.uuid4().hex[:8]
+        alice, phone, anonymous = make_browser(f"Victim/{marker}"), make_browser(f"Phone/{marker}"), make_browser()
+        alice.add("apple")
+        alice.login()
+        phone.login()
+        token = alice.token
+        [phones] = [s for s in alice.get("/api/sessions").json()["sessions"] if s["user_agent"] == f"Phone/{marker}"]
+        forged: list[tuple[str, dict[str, Any]]] = [
+            ("/api/cart", {"json": {"item": "banana"}}),
+            ("/api/sessions/revoke", {"json": {"id": phones["id"]}}),
+            ("/api/elevate", {"json": {"password": "wonderland"}}),
+            ("/api/logout-everywhere", {}),
+            ("/login", {"data": {"username": "bob", "password": "builder"}}),  # login CSRF
+            ("/logout", {}),
+        ]
+        for headers in CROSS_SITE_HEADERS:
+            for path, body in forged:
+                for who in (alice, anonymous):
+                    response = who.post(path, headers=headers, **body)
+                    assert response.status_code == 403, (path, headers, response.text)
+                    assert "set-cookie" not in response.headers and "Traceback" not in response.text
+                    if path.startswith("/api/"):
+                        assert response.json() == {"error": "cross-site request refused"}
+        assert alice.token == token and alice.me() == "alice" and alice.cart() == ["apple"]
+        assert "Password confirmed" not in alice.get("/").text  # not elevated
+        assert phone.me() == "alice"
+        assert anonymous.token is None and anonymous.me() is None
+
+        # the same requests from the shop's own pages (or from no browser at all) are served
+        sites = ("same-origin", "same-site", "none")
+        served = [{"Origin": shop.url}, *({"Sec-Fetch-Site": site} for site in sites), {}]
+        for headers in served:
+            assert alice.post("/api/cart", headers=headers, json={"item": "kiwi"}).status_code == 200, headers
+        assert alice.cart() == ["apple"] + ["kiwi"] * len(served)
+        both = {"Origin": shop.url, "Sec-Fetch-Site": "same-origin"}
+        response = alice.post("/api/sessions/revoke", headers=both, json={"id": phones["id"]})
+        assert response.status_code == 200 and phone.me() is None
+        bobs_login = {"username": "bob", "password": "builder"}
+        assert anonymous.post("/login", headers=both, data=bobs_login).status_code == 303
+        assert anonymous.me() == "bob"
+        assert alice.post("/logout", headers=both).status_code == 303 and alice.me() is None
+
+    def test_pages_with_a_signed_in_user_are_not_stored(self, browser: Browser) -> None:
+        browser.login()
+        for page in (browser.get("/"), browser.post("/login", data={"username": "alice", "password": "nope"})):
+            assert "Signed in as" in page.text or "Wrong username" in page.text
+            assert page.headers["cache-control"] == "no-store"
+        page = browser.get("/")
+        assert "Hello, alice!" in page.text and page.headers["cache-control"] == "no-store"
 
     # -- logout ----------------------------------------------------------------------------
 
@@ -671,6 +751,42 @@ class ShopInputs(ShopFixtures):
         response = browser.post("/api/elevate", content=body, headers={"Content-Type": "application/json"})
         assert response.status_code == status and "error" in response.json()
         assert browser.token == before and browser.me() == "alice"
+
+    @pytest.mark.parametrize("name", list(FOREIGN_ORIGINS))
+    def test_a_post_from_another_origin_is_refused(self, shop: Shop, browser: Browser, name: str) -> None:
+        port = int(shop.url.rsplit(":", 1)[1])
+        origin = FOREIGN_ORIGINS[name]
+        if isinstance(origin, str):
+            origin = origin.format(url=shop.url, port=port, other_port=port + 1)
+        refused = browser.post("/api/cart", headers={"Origin": origin}, json={"item": "apple"})
+        assert refused.status_code == 403 and refused.json() == {"error": "cross-site request refused"}
+        assert "set-cookie" not in refused.headers  # no session was created
+        browser.add("pear")
+        refused = browser.post("/login", headers={"Origin": origin}, data={"username": "bob", "password": "builder"})
+        assert refused.status_code == 403 and "Traceback" not in refused.text
+        assert browser.me() is None and browser.cart() == ["pear"]
+        # and GET is served whatever the headers say: it changes nothing
+        page = browser.get("/", headers={"Origin": origin, "Sec-Fetch-Site": "cross-site"})
+        assert page.status_code == 200 and LOGIN_FORM in page.text
+
+    def test_a_repeated_origin_header_is_refused(self, shop: Shop, browser: Browser) -> None:
+        browser.add("pear")
+        for second in (shop.url, "http://evil.example"):
+            headers = [("Origin", shop.url), ("Origin", second), ("Cookie", f"{COOKIE}={browser.token}")]
+            response = browser.http.post("/api/cart", headers=headers, json={"item": "apple"})
+            assert response.status_code == 403, second
+        assert browser.cart() == ["pear"]
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "shop.test", "SHOP.Test"])
+    def test_the_origin_is_compared_with_the_requests_own_host(self, shop: Shop, browser: Browser, host: str) -> None:
+        port = shop.url.rsplit(":", 1)[1]
+        own = {"Host": f"{host}:{port}", "Origin": f"http://{host.lower()}:{port}"}
+        assert browser.post("/api/cart", headers=own, json={"item": "apple"}).status_code == 200
+        shouting = {"Host": f"{host}:{port}", "Origin": f"HTTP://{host.upper()}:{port}"}
+        assert browser.post("/api/cart", headers=shouting, json={"item": "kiwi"}).status_code == 200
+        elsewhere = {"Host": f"{host}:{port}", "Origin": f"http://{host}.evil.example:{port}"}
+        assert browser.post("/api/cart", headers=elsewhere, json={"item": "pear"}).status_code == 403
+        assert browser.cart() == ["apple", "kiwi"]
 
     @pytest.mark.parametrize("body, content_type", list(BAD_CART_BODIES.values()), ids=list(BAD_CART_BODIES))
     def test_bad_cart_input_is_a_client_error(self, browser: Browser, body: bytes, content_type: str) -> None:

@@ -50,3 +50,29 @@ def test_a_secure_cookie_on_plain_http_is_explained(base: str, warned: bool, mon
         assert ("will refuse this shop's session cookie" in fast.get("/").text) is warned
     with httpx.Client(transport=httpx.WSGITransport(app=flask_app(config)), base_url=base) as flask:
         assert ("will refuse this shop's session cookie" in flask.get("/").text) is warned
+
+
+@pytest.mark.parametrize(
+    ("method", "origin", "fetch_site", "scheme", "host", "refused"),
+    [
+        ("POST", "https://shop.example", None, "https", "shop.example:443", False),  # the default port, spelt out
+        ("POST", "https://shop.example:443", None, "https", "shop.example", False),
+        ("POST", "http://shop.example", None, "https", "shop.example", True),  # downgraded
+        ("POST", "http://[::1]:8000", None, "http", "[::1]:8000", False),
+        ("POST", "http://[::1]:8000", None, "http", "[::1]:8001", True),
+        ("POST", "http://shop.example", None, "http", None, True),  # no Host to compare with
+        ("POST", "http://shop.example", None, "http", "shop.example/evil", True),
+        ("POST", None, "same-site", "http", "shop.example", False),
+        ("POST", "http://a.shop.example", "same-site", "http", "shop.example", True),  # another origin
+        ("POST", None, " Cross-Site ", "http", "shop.example", True),
+        ("POST", None, None, "http", None, False),  # no browser: served
+        ("PUT", "null", None, "http", "shop.example", True),
+        ("delete", None, "cross-site", "http", "shop.example", True),
+        ("GET", "null", "cross-site", "http", "shop.example", False),
+        ("HEAD", "http://evil.example", None, "http", "shop.example", False),
+    ],
+)
+def test_the_cross_site_rule(
+    method: str, origin: str | None, fetch_site: str | None, scheme: str, host: str | None, refused: bool
+) -> None:
+    assert shop.is_cross_site(method, origin=origin, fetch_site=fetch_site, scheme=scheme, host=host) is refused
