@@ -632,6 +632,22 @@ class SQLiteStore(base.Dispatching):
             ).fetchall()
         return [str(row[0]) for row in rows]
 
+    def delete_all_batches(self, batch: int | None = None) -> Iterator[int]:
+        """Delete every session (an incident: everyone logged out), ``batch`` rows per transaction.
+
+        Yields each batch's count of *live* sessions (expired rows go too, uncounted), so the
+        app's writers interleave between batches instead of waiting behind one long delete.
+        """
+        size = batch or self._gc_batch
+        while True:
+            with self._connection() as conn, self._transaction(conn):
+                now = self._clock()
+                rows = conn.execute("SELECT digest, expires_at > ? FROM sessions LIMIT ?", (now, size)).fetchall()
+                conn.executemany(_DELETE_SESSION, [(row[0],) for row in rows])
+            yield sum(int(row[1]) for row in rows)
+            if len(rows) < size:
+                return
+
     def iter_sessions(self, batch: int = 500) -> Iterator[tuple[str, Meta]]:
         """Every live session, in digest order, read ``batch`` rows per query (no long read lock)."""
         after = ""
