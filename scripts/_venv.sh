@@ -1,21 +1,55 @@
-# Sourced by the scripts: make .venv with the project and its dev extras, once per change of pyproject.toml.
+# Sourced by the scripts: make .venv with the project and one profile of extras, once per change of
+# pyproject.toml. `source _venv.sh demo`: what the FastAPI shop needs to run; `source _venv.sh dev`
+# (the default): everything (lint, types, tests, benchmarks), which also satisfies the demo.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-stamp=.venv/.session_mw-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "installing session_mw and its dev dependencies into .venv (log: .venv/install.log)" >&2
+profile=${1:-dev}
+case "$profile" in
+  demo) extras=demo; check="import session_mw, fastapi, uvicorn, jinja2" ;;
+  dev) extras=dev; check="import session_mw, starlette, flask, redis, uvicorn, pytest" ;;
+  *) echo "_venv.sh: unknown profile $profile (demo or dev)" >&2; exit 2 ;;
+esac
+
+fresh() { [ -f ".venv/.session_mw-$1" ] && [ ! pyproject.toml -nt ".venv/.session_mw-$1" ]; }
+
+install() {
+  local pip
+  if .venv/bin/python -c "import pip" 2>/dev/null; then
+    pip=(.venv/bin/python -m pip)
+  elif [ "$profile" = demo ]; then
+    pip=("$PY" -m pip --python .venv/bin/python)
+  else
+    .venv/bin/python -m ensurepip --upgrade || return 1
+    pip=(.venv/bin/python -m pip)
+  fi
+  if [ "$profile" = dev ]; then
+    "${pip[@]}" install "${pip_flags[@]}" --upgrade pip || return 1
+  fi
+  "${pip[@]}" install "${pip_flags[@]}" -e ".[$extras]"
+}
+
+if ! fresh dev && { [ "$profile" = dev ] || ! fresh demo; }; then
   log=.venv/install.log
-  if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip \
-         && .venv/bin/python -m pip install --disable-pip-version-check -e ".[dev]"; } >"$log" 2>&1; then
+  if [ ! -x .venv/bin/python ]; then
+    if [ "$profile" = demo ] && "$PY" -m pip --python "$PY" --version >/dev/null 2>&1; then
+      "$PY" -m venv --without-pip .venv  # pip (>= 22.3) installs into it from outside: seconds saved
+    else
+      "$PY" -m venv .venv
+    fi
+  fi
+  echo "installing session_mw and its $profile dependencies into .venv (log: $log)" >&2
+  pip_flags=(--disable-pip-version-check)
+  if [ "$profile" = demo ]; then
+    # no .pyc for the whole dependency tree up front: the shop compiles what it imports, once
+    pip_flags+=(--no-compile)
+  fi
+  if ! install >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "installing failed; the whole log is in $log" >&2
     exit 1
   fi
-  .venv/bin/python -c "import session_mw, starlette, flask, redis, uvicorn, pytest"
-  touch "$stamp"
+  .venv/bin/python -c "$check"
+  touch ".venv/.session_mw-$profile"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
