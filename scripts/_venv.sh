@@ -1,6 +1,7 @@
-# Sourced by the scripts: make .venv with the project and one profile of extras, once per change of
-# pyproject.toml. `source _venv.sh demo`: what the FastAPI shop needs to run; `source _venv.sh dev`
-# (the default): everything (lint, types, tests, benchmarks), which also satisfies the demo.
+# Sourced by the scripts: make .venv with one profile of dependencies, once per change of pyproject.toml.
+# `source _venv.sh demo`: what the FastAPI shop needs to run from the checkout (the `demo` extra);
+# `source _venv.sh dev` (the default): the project, editable, with everything for lint, types, tests
+# and benchmarks (the `dev` extra), which also satisfies the demo.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
@@ -26,7 +27,14 @@ install() {
   if [ "$profile" = dev ]; then
     "${pip[@]}" install "${pip_flags[@]}" --upgrade pip || return 1
   fi
-  "${pip[@]}" install "${pip_flags[@]}" -e ".[$extras]"
+  local reqs=() line listed
+  if [ "$profile" = demo ] && listed=$(.venv/bin/python scripts/_extra.py demo); then
+    # the demo runs from the checkout: its requirements only, no build of session_mw itself
+    while IFS= read -r line; do reqs+=("$line"); done <<<"$listed"
+    "${pip[@]}" install "${pip_flags[@]}" "${reqs[@]}"
+  else
+    "${pip[@]}" install "${pip_flags[@]}" -e ".[$extras]"
+  fi
 }
 
 if ! fresh dev && { [ "$profile" = dev ] || ! fresh demo; }; then
@@ -38,7 +46,7 @@ if ! fresh dev && { [ "$profile" = dev ] || ! fresh demo; }; then
       "$PY" -m venv .venv
     fi
   fi
-  echo "installing session_mw and its $profile dependencies into .venv (log: $log)" >&2
+  echo "installing the $profile dependencies of session_mw into .venv (log: $log)" >&2
   pip_flags=(--disable-pip-version-check)
   if [ "$profile" = demo ]; then
     # no .pyc for the whole dependency tree up front: the shop compiles what it imports, once
