@@ -18,8 +18,8 @@ install() {
   local pip
   if .venv/bin/python -c "import pip" 2>/dev/null; then
     pip=(.venv/bin/python -m pip)
-  elif [ "$profile" = demo ]; then
-    pip=("$PY" -m pip --python .venv/bin/python)
+  elif [ "$profile" = demo ] && "$PY" -m pip --python .venv/bin/python --version; then
+    pip=("$PY" -m pip --python .venv/bin/python)  # pip >= 22.3 from outside: no pip of its own to install
   else
     .venv/bin/python -m ensurepip --upgrade || return 1
     pip=(.venv/bin/python -m pip)
@@ -40,11 +40,7 @@ install() {
 if ! fresh dev && { [ "$profile" = dev ] || ! fresh demo; }; then
   log=.venv/install.log
   if [ ! -x .venv/bin/python ]; then
-    if [ "$profile" = demo ] && "$PY" -m pip --python "$PY" --version >/dev/null 2>&1; then
-      "$PY" -m venv --without-pip .venv  # pip (>= 22.3) installs into it from outside: seconds saved
-    else
-      "$PY" -m venv .venv
-    fi
+    "$PY" -m venv --without-pip .venv  # install() adds pip when it needs one of its own (seconds)
   fi
   echo "installing the $profile dependencies of session_mw into .venv (log: $log)" >&2
   pip_flags=(--disable-pip-version-check)
