@@ -13,10 +13,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import SessionConfig
-from .drivers import AsyncDriver, AsyncSessionManager
-from .engine import Answer, Engine, Exchange
+from .drivers import STATE_KEY, AsyncDriver, AsyncSessionManager, request_manager
+from .engine import Answer, Engine
 from .errors import ConfigError, SessionError
-from .manage import Sessions
 from .session import Session
 from .stores import open_async_store
 from .stores.base import AsyncStore
@@ -29,7 +28,6 @@ Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("session_mw")
-STATE_KEY = "session_mw"  # (driver, exchange): what session_manager() needs, built only on demand
 
 
 class SessionMiddleware:
@@ -179,12 +177,8 @@ def session_of(request: Any) -> Session:
 def session_manager(request: Any) -> AsyncSessionManager:
     """The current user's session operations for this request (list, revoke, revoke_all)."""
     scope = request.scope if hasattr(request, "scope") else request
-    try:
-        driver, exchange = scope[STATE_KEY]
-    except KeyError:
-        raise RuntimeError("session_mw.asgi.SessionMiddleware must be installed to manage sessions") from None
-    assert isinstance(exchange, Exchange)
-    return AsyncSessionManager(driver, Sessions(exchange.engine.lifetime, exchange))
+    missing = "session_mw.asgi.SessionMiddleware must be installed to manage sessions"
+    return request_manager(AsyncSessionManager, scope, missing)
 
 
 __all__ = ["Session", "SessionMiddleware", "session_manager", "session_of"]

@@ -9,15 +9,17 @@ Exit codes: 0 done, 1 no session matched, 2 bad usage or configuration, 3 store 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from .config import ENV_PREFIX, SessionConfig
+from .config import DEFAULT_STORE_URL, ENV_PREFIX, SessionConfig
 from .drivers import SessionManager, SyncDriver
 from .errors import ConfigError, StoreError, StoreUnavailable
 from .manage import Sessions
@@ -62,6 +64,10 @@ class Ops(Protocol):
 
     def gc(self, progress: Callable[[int], None]) -> int | None: ...
 
+    def delete_all(self, progress: Callable[[int], None]) -> int: ...
+
+    def where(self) -> str: ...
+
     def describe(self, stats: dict[str, Any]) -> list[str]: ...
 
 
@@ -95,12 +101,26 @@ class SQLiteOps:
         return self.store.digests_with_prefix(prefix, limit=2)
 
     def gc(self, progress: Callable[[int], None]) -> int | None:
-        total = 0
-        for removed in self.store.gc_batches():
-            total += removed
-            if removed:
-                progress(total)
-        return total
+        return _counted(self.store.gc_batches(), progress)
+
+    def delete_all(self, progress: Callable[[int], None]) -> int:
+        return _counted(self.store.delete_all_batches(), progress)
+
+    def where(self) -> str:
+        return f"the SQLite store {self.store.path}"
+
+
+def _take(items: Iterator[Any], count: int) -> list[Any]:
+    return list(itertools.islice(items, count))
+
+
+def _counted(batches: Iterable[int], progress: Callable[[int], None]) -> int:
+    total = 0
+    for count in batches:
+        total += count
+        if count:
+            progress(total)
+    return total
 
 
 class RedisOps:
@@ -151,17 +171,38 @@ class RedisOps:
     def gc(self, progress: Callable[[int], None]) -> int | None:
         return None  # Redis expires sessions itself (a TTL on every session key)
 
+    def delete_all(self, progress: Callable[[int], None]) -> int:
+        """UNLINK the store's own keys (sessions, user indexes, locks) in chunks; never FLUSHDB.
 
-def _open_store(config: SessionConfig) -> Store:
-    """The sync store of ``config``; SQLite is opened here until ``open_store`` knows it."""
-    try:
-        return open_store(config)
-    except ConfigError:
-        if _scheme(config.store_url) != "sqlite":
-            raise
-    from .stores.sqlite import SQLiteStore
+        Only the three namespaces the store writes are matched, so another app's keys that merely
+        start with the same prefix are left alone.
+        """
+        return _counted(self._unlink_batches(), progress)
 
-    return SQLiteStore.from_url(config.store_url)
+    def _unlink_batches(self, chunk: int = 500) -> Iterator[int]:
+        client = self.store.client
+        for namespace in ("s:", "u:", "l:"):  # sessions first: the count is theirs
+            keys: Iterator[Any] = client.scan_iter(match=self._pattern(f"{namespace}*"), count=1000)
+            while batch := self._call(partial(_take, keys, chunk)):
+                removed = int(self._call(partial(client.unlink, *batch)))
+                yield removed if namespace == "s:" else 0
+
+    def where(self) -> str:
+        from .stores.redis import _where
+
+        return f"the Redis store at {_where(self.store.client)} (key prefix {self.store.prefix!r})"
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    """Managing a store that was never written would create an empty one and report on that."""
+    from .stores.sqlite import path_from_url
+
+    path = os.path.abspath(path_from_url(url))  # relative to the working directory, as the app resolves it
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"no session store at {path} (the file does not exist): run this from the app's directory, "
+            f"or pass --store-url (or set {ENV_PREFIX}STORE_URL) as the app has it"
+        )
 
 
 def _open(config: SessionConfig) -> Ops:
@@ -171,7 +212,9 @@ def _open(config: SessionConfig) -> Ops:
             "memory:// lives inside one process: there is nothing to manage from another one; "
             "pass --store-url with a sqlite:// or redis:// URL"
         )
-    store = _open_store(config)
+    if scheme == "sqlite":
+        _refuse_missing_sqlite_file(config.store_url)
+    store = open_store(config)
     if scheme in _REDIS_SCHEMES:
         from .stores.redis import RedisStore
 
@@ -186,11 +229,10 @@ def _open(config: SessionConfig) -> Ops:
 
 
 def _config(args: argparse.Namespace, environ: dict[str, str]) -> SessionConfig:
+    """The app's settings as ``SessionConfig.from_env`` reads them, the command line on top."""
     overrides: dict[str, Any] = {}
     if args.store_url is not None:
         overrides["store_url"] = args.store_url
-    elif not any(k.upper() == f"{ENV_PREFIX}STORE_URL" for k in environ):
-        raise ConfigError(f"no store given: pass --store-url or set {ENV_PREFIX}STORE_URL")
     if args.key_prefix is not None:
         overrides["key_prefix"] = args.key_prefix
     return SessionConfig.from_env(environ=environ, **overrides)
@@ -231,10 +273,10 @@ def cmd_list(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     rows = [_row(key, meta) for key, meta in found]
     if args.json:
         print(json.dumps(rows), file=out)
-        return EXIT_OK
+        return EXIT_OK if rows else EXIT_NO_MATCH
     if not rows:
         print(f"no live sessions for user {_printable(args.user)!r}", file=err)
-        return EXIT_OK
+        return EXIT_NO_MATCH
     print(f"{'DIGEST PREFIX':<18}{'CREATED (UTC)':<22}{'LAST SEEN (UTC)':<22}USER AGENT", file=out)
     for row in rows:
         agent = _printable(row["user_agent"]) or "-"
@@ -242,11 +284,19 @@ def cmd_list(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     return EXIT_OK
 
 
+def _sessions(count: int) -> str:
+    return f"{count} session{'s' * (count != 1)}"
+
+
 def cmd_revoke(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    manager = _manager(ops)
+    if args.all:
+        return _revoke_everything(ops, args, out, err)
     if args.user is not None:
-        count = manager.revoke_all(args.user)
-        print(f"revoked {count} session{'s' * (count != 1)} of user {_printable(args.user)!r}", file=out)
+        count = _manager(ops).revoke_all(args.user)
+        if not count:
+            print(f"no live sessions for user {_printable(args.user)!r}", file=err)
+            return EXIT_NO_MATCH
+        print(f"revoked {_sessions(count)} of user {_printable(args.user)!r}", file=out)
         return EXIT_OK
     prefix = args.session_digest.strip().lower()
     if not _DIGEST.match(prefix):
@@ -259,6 +309,19 @@ def cmd_revoke(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
         raise ConfigError(f"the prefix {prefix} matches more than one session; give more characters")
     ops.store.execute(Delete(found[0]))
     print(f"revoked session {found[0][:16]}", file=out)
+    return EXIT_OK
+
+
+def _revoke_everything(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Everyone logged out; without ``--yes`` it only says what it would end (no prompt: scripts run it too)."""
+    if not args.yes:
+        live = ops.stats()["sessions"]
+        raise ConfigError(f"revoke --all would end all {_sessions(live)} in {ops.where()}: add --yes to do it")
+    count = ops.delete_all(lambda n: print(f"revoked {n} sessions...", file=err, flush=True))
+    if not count:
+        print(f"no live sessions in {ops.where()}", file=err)
+        return EXIT_NO_MATCH
+    print(f"revoked all {_sessions(count)} in {ops.where()}", file=out)
     return EXIT_OK
 
 
@@ -276,7 +339,11 @@ def cmd_gc(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _common(default: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store-url", default=default, help=f"the app's store URL (default: ${ENV_PREFIX}STORE_URL)")
+    common.add_argument(
+        "--store-url",
+        default=default,
+        help=f"the app's store URL (default: ${ENV_PREFIX}STORE_URL, else the app's default {DEFAULT_STORE_URL})",
+    )
     common.add_argument(
         "--key-prefix", default=default, help=f"Redis key prefix (default: ${ENV_PREFIX}KEY_PREFIX or session_mw:)"
     )
@@ -309,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--session-digest", metavar="DIGEST", help="one session: its 64-hex digest or a unique prefix (>= 12)"
     )
+    which.add_argument("--all", action="store_true", help="every session in the store (an incident); needs --yes")
+    revoke.add_argument("--yes", action="store_true", help="confirm --all (without it, --all says what it would end)")
     revoke.set_defaults(run=cmd_revoke)
 
     gc = commands.add_parser("gc", parents=[sub_common], help="delete expired sessions (SQLite)")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from .engine import Pause
+from .engine import Exchange, Pause
 from .errors import ConfigError
 from .manage import SessionInfo, Sessions
 from .stepping import Plan, run, run_async
 from .stores.base import LOCKS, AsyncStore, Check, Close, Store
 
 T = TypeVar("T")
+#: Where a door leaves ``(driver, exchange)`` in the request's scope or environ, for ``request_manager``.
+STATE_KEY = "session_mw"
 
 
 def _need_locks(store: Store | AsyncStore, locking: bool) -> None:
@@ -106,4 +109,20 @@ class AsyncSessionManager:
         return await self._driver.run(self._sessions.revoking_all(user_id, except_current))
 
 
-__all__ = ["AsyncDriver", "AsyncSessionManager", "SessionManager", "SyncDriver"]
+_Manager = TypeVar("_Manager", SessionManager, AsyncSessionManager)
+
+
+def request_manager(kind: type[_Manager], state: Mapping[str, Any], missing: str) -> _Manager:
+    """The session manager of one request, from the ``(driver, exchange)`` its door left at ``STATE_KEY``.
+
+    ``missing`` is the ``RuntimeError`` message when no door did (the middleware is not installed).
+    """
+    try:
+        driver, exchange = state[STATE_KEY]
+    except KeyError:
+        raise RuntimeError(missing) from None
+    assert isinstance(exchange, Exchange)
+    return kind(driver, Sessions(exchange.engine.lifetime, exchange))
+
+
+__all__ = ["STATE_KEY", "AsyncDriver", "AsyncSessionManager", "SessionManager", "SyncDriver", "request_manager"]

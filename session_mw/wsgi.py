@@ -15,10 +15,9 @@ from types import TracebackType
 from typing import Any
 
 from .config import SessionConfig
-from .drivers import SessionManager, SyncDriver
+from .drivers import STATE_KEY, SessionManager, SyncDriver, request_manager
 from .engine import Answer, Engine, Exchange
 from .errors import SessionError
-from .manage import Sessions
 from .session import Session
 from .stores import open_store
 from .stores.base import Store
@@ -26,7 +25,6 @@ from .stores.base import Store
 log = logging.getLogger("session_mw")
 
 SESSION_KEY = "session_mw.session"
-STATE_KEY = "session_mw"  # (driver, exchange): what session_manager() needs, built only on demand
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -181,12 +179,8 @@ def session_of(environ: dict[str, Any]) -> Session:
 
 def session_manager(environ: dict[str, Any]) -> SessionManager:
     """The current user's session operations of a WSGI request (list, revoke, revoke_all)."""
-    try:
-        driver, exchange = environ[STATE_KEY]
-    except KeyError:
-        raise RuntimeError("session_mw.wsgi.WSGISessionMiddleware must wrap the app to manage sessions") from None
-    assert isinstance(exchange, Exchange)
-    return SessionManager(driver, Sessions(exchange.engine.lifetime, exchange))
+    missing = "session_mw.wsgi.WSGISessionMiddleware must wrap the app to manage sessions"
+    return request_manager(SessionManager, environ, missing)
 
 
-__all__ = ["SESSION_KEY", "WSGISessionMiddleware", "session_manager", "session_of"]
+__all__ = ["SESSION_KEY", "STATE_KEY", "WSGISessionMiddleware", "session_manager", "session_of"]

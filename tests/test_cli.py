@@ -11,19 +11,23 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
+from session_mw import SessionConfig
 from session_mw.cli import main
-from session_mw.stores.base import Close, Create, Lifetime, SessionsOf, Store
+from session_mw.stores.base import AcquireLock, Check, Close, Create, Lifetime, SessionsOf, Store
 from session_mw.stores.redis import RedisStore
 from session_mw.stores.sqlite import SQLiteStore
 from session_mw.testing import meta
 from session_mw.tokens import Digester, new_token
+from session_mw.wsgi import WSGISessionMiddleware, session_of
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,9 +169,10 @@ def test_sqlite_list(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
     assert {r["user_agent"] for r in rows} == {"Firefox/126", "Safari/17"}
     assert all(r["created_at"].endswith("Z") for r in rows)
 
-    assert json.loads(cli("list", "--user", "nobody", "--json", "--store-url", url).out) == []
+    empty_json = cli("list", "--user", "nobody", "--json", "--store-url", url)
+    assert empty_json.code == 1 and json.loads(empty_json.out) == []
     empty = cli("list", "--user", "nobody", "--store-url", url)
-    assert empty.code == 0 and empty.out == "" and "no live sessions" in empty.err
+    assert empty.code == 1 and empty.out == "" and "no live sessions" in empty.err
 
 
 def test_sqlite_revoke_user(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
@@ -177,6 +182,8 @@ def test_sqlite_revoke_user(sqlite_db: tuple[str, SQLiteStore, Population]) -> N
     assert store.execute(SessionsOf("alice", LIFE)) == []
     assert [k for k, _ in store.execute(SessionsOf("bob", LIFE))] == [people.bob]
     assert store.stats()["sessions"] == 2
+    again = cli("revoke", "--user", "alice", "--store-url", url)
+    assert again.code == 1 and again.out == "" and "no live sessions for user 'alice'" in again.err
 
 
 def test_sqlite_revoke_by_digest_prefix(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
@@ -208,10 +215,62 @@ def test_sqlite_revoke_refuses_short_malformed_or_ambiguous_digests(tmp_path: Pa
     store.execute(Close())
 
 
+def test_sqlite_revoke_all_needs_yes_then_ends_every_session(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
+    url, store, _ = sqlite_db
+    past = time.time() - 10
+    with sqlite3.connect(store.path) as conn:  # expired rows go too, uncounted
+        conn.execute("INSERT INTO sessions VALUES (?, 'ghost', ?, ?, ?, ?, '', 0, 2, '')", ("f" * 64, *[past] * 4))
+    conn.close()
+    asked = cli("revoke", "--all", "--store-url", url)
+    line = one_line_error(asked, 2)
+    assert f"would end all 4 sessions in the SQLite store {store.path}: add --yes" in line
+    assert store.stats()["sessions"] == 4
+
+    result = cli("revoke", "--all", "--yes", "--store-url", url)
+    assert result.code == 0, result
+    assert result.out.strip() == f"revoked all 4 sessions in the SQLite store {store.path}"
+    assert store.stats() | {"file_bytes": 0, "wal_bytes": 0} == {
+        "path": store.path,
+        "sessions": 0,
+        "users": 0,
+        "expired": 0,
+        "file_bytes": 0,
+        "wal_bytes": 0,
+    }
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM session_values").fetchone() == (0,)
+    conn.close()
+    again = cli("revoke", "--all", "--yes", "--store-url", url)
+    assert again.code == 1 and again.out == "" and "no live sessions in the SQLite store" in again.err
+
+
+def test_sqlite_revoke_all_goes_in_batches_with_progress(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    now = time.time()
+    with sqlite3.connect(store.path) as conn:
+        store.execute(Check())
+        conn.executemany(
+            "INSERT INTO sessions VALUES (?, NULL, ?, ?, ?, ?, '', 0, 2, '')",
+            [(f"{n:064x}", now, now, now + 3600, now + 600) for n in range(1_100)],
+        )
+    conn.close()
+    result = cli("revoke", "--all", "--yes", "--store-url", f"sqlite:///{store.path}")
+    assert result.code == 0 and "revoked all 1100 sessions" in result.out, result
+    assert result.err.splitlines() == [
+        "revoked 500 sessions...",
+        "revoked 1000 sessions...",
+        "revoked 1100 sessions...",
+    ]
+    assert store.stats()["sessions"] == 0
+    store.execute(Close())
+
+
 def test_revoke_needs_exactly_one_target(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
     url, _, people = sqlite_db
     assert cli("revoke", "--store-url", url).code == 2
     assert cli("revoke", "--user", "alice", "--session-digest", people.bob, "--store-url", url).code == 2
+    assert cli("revoke", "--all", "--user", "alice", "--yes", "--store-url", url).code == 2
+    assert cli("revoke", "--yes", "--store-url", url).code == 2
 
 
 def test_sqlite_gc_reports_progress(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
@@ -253,11 +312,63 @@ def test_a_file_from_a_newer_version_is_a_config_error(tmp_path: Path) -> None:
         (["--store-url", "sqlite://"], "every process shares"),
         (["--store-url", "sqlite:///:memory:"], "every process shares"),
         (["--store-url", "memory://"], "nothing to manage"),
-        ([], "no store given"),
     ],
 )
 def test_bad_store_urls_exit_2_with_one_line(args: list[str], message: str) -> None:
     assert message in one_line_error(cli("stats", *args), 2)
+
+
+@pytest.mark.parametrize(
+    "command", [["stats"], ["list", "--user", "alice"], ["revoke", "--user", "alice"], ["revoke", "--all"], ["gc"]]
+)
+def test_a_sqlite_file_that_does_not_exist_is_refused_not_created(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "nowhere" / "sessions.db"
+    line = one_line_error(cli(*command, "--store-url", f"sqlite:///{missing}"), 2)
+    assert f"no session store at {missing} (the file does not exist)" in line
+    assert not missing.parent.exists()
+    # the default store, resolved from the working directory as the app resolves it
+    line = one_line_error(cli(*command, cwd=tmp_path), 2)
+    assert f"no session store at {tmp_path / '.session_mw' / 'sessions.db'}" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def _app_that_logs_in(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    session_of(environ).user_id = "alice"
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_without_store_url_the_cli_manages_the_apps_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    monkeypatch.chdir(app_dir)
+    app = WSGISessionMiddleware(_app_that_logs_in, SessionConfig())  # the app's default store_url
+    for agent in ("Firefox/126", "Safari/17"):
+        transport = httpx.WSGITransport(app=app)
+        with httpx.Client(transport=transport, base_url="https://shop.test") as browser:
+            assert browser.get("/", headers={"user-agent": agent}).status_code == 200
+    app.store.execute(Close())
+    monkeypatch.chdir(tmp_path)
+    assert (app_dir / ".session_mw" / "sessions.db").is_file()
+
+    stats = cli_process("stats", "--json", cwd=app_dir)
+    assert stats.code == 0 and json.loads(stats.out)["sessions"] == 2, stats
+    listing = cli_process("list", "--user", "alice", cwd=app_dir)
+    assert listing.code == 0 and "Firefox/126" in listing.out and "Safari/17" in listing.out, listing
+    assert cli_process("gc", cwd=app_dir).out.strip() == "removed 0 expired sessions"
+    revoked = cli_process("revoke", "--user", "alice", cwd=app_dir)
+    assert revoked.code == 0 and "revoked 2 sessions" in revoked.out, revoked
+    assert cli_process("list", "--user", "alice", cwd=app_dir).code == 1
+    # SESSION_MW_STORE_URL moves both the app and the CLI
+    elsewhere = cli_process(
+        "stats",
+        "--json",
+        cwd=tmp_path,
+        env={"SESSION_MW_STORE_URL": f"sqlite:///{app_dir.name}/.session_mw/sessions.db"},
+    )
+    assert elsewhere.code == 0 and json.loads(elsewhere.out)["sessions"] == 0, elsewhere
 
 
 def test_a_bad_setting_in_the_environment_exits_2(sqlite_db: tuple[str, SQLiteStore, Population]) -> None:
@@ -267,8 +378,11 @@ def test_a_bad_setting_in_the_environment_exits_2(sqlite_db: tuple[str, SQLiteSt
 
 
 def test_python_dash_m_runs_the_cli_as_a_process(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "s.db").execute(Check())
     result = cli_process("stats", "--store-url", f"sqlite:///{tmp_path / 's.db'}")
     assert result.code == 0 and "live sessions: 0" in result.out, result
+    missing = cli_process("stats", "--store-url", f"sqlite:///{tmp_path / 'typo.db'}")
+    assert missing.code == 2 and "no session store at" in missing.err and not (tmp_path / "typo.db").exists()
     assert cli_process("explode").code == 2
 
 
@@ -343,6 +457,32 @@ def test_redis_revoke_user_and_digest(redis_pop: tuple[list[str], RedisStore, Po
     assert cli("revoke", "--session-digest", people.anonymous, *opts).code == 0
     assert json.loads(cli("stats", "--json", *opts).out)["sessions"] == 0
     assert cli("revoke", "--session-digest", people.anonymous, *opts).code == 1
+
+
+def test_redis_revoke_all_deletes_only_the_stores_own_keys(redis_url: str, key_prefix: str) -> None:
+    store = RedisStore(redis.Redis.from_url(redis_url), key_prefix + "[a]*")
+    people = populate(store)
+    assert store.execute(AcquireLock(people.bob, "worker", 60.0))
+    sibling = RedisStore(redis.Redis.from_url(redis_url), key_prefix + "a!")  # the unescaped glob matches it
+    populate(sibling)
+    raw = redis.Redis.from_url(redis_url)
+    raw.set(key_prefix + "[a]*cache", "another app's key under the same prefix")
+    opts = ["--store-url", redis_url, "--key-prefix", store.prefix]
+    try:
+        line = one_line_error(cli("revoke", "--all", *opts), 2)
+        assert "would end all 4 sessions in the Redis store at 127.0.0.1:" in line and "add --yes" in line
+        assert len(list(raw.scan_iter(match=key_prefix + "*"))) == 2 * (4 + 2) + 1 + 1  # sessions, users, lock, other
+
+        result = cli("revoke", "--all", "--yes", *opts)
+        assert result.code == 0 and result.out.startswith("revoked all 4 sessions in the Redis store at"), result
+        left = {k.decode() for k in raw.scan_iter(match=key_prefix + "*")}
+        assert {k for k in left if not k.startswith(sibling.prefix)} == {key_prefix + "[a]*cache"}
+        assert len([k for k in left if k.startswith(sibling.prefix)]) == 4 + 2  # the sibling is whole
+        assert cli("revoke", "--all", "--yes", *opts).code == 1
+    finally:
+        raw.close()
+        store.execute(Close())
+        sibling.execute(Close())
 
 
 def test_redis_gc_has_nothing_to_do(redis_pop: tuple[list[str], RedisStore, Population]) -> None:

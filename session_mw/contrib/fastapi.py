@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+try:
+    from fastapi import Depends, Request
+except ImportError as exc:
+    raise ImportError("session_mw.contrib.fastapi needs FastAPI: pip install 'session_mw[fastapi]'") from exc
 
 from ..asgi import session_manager, session_of
 from ..drivers import AsyncSessionManager

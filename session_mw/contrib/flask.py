@@ -22,9 +22,12 @@ from dataclasses import fields
 from datetime import timedelta
 from typing import Any, cast
 
-from flask import Flask, Request, Response, current_app
-from flask import request as flask_request
-from flask.sessions import SessionInterface, SessionMixin
+try:
+    from flask import Flask, Request, Response, current_app
+    from flask import request as flask_request
+    from flask.sessions import SessionInterface, SessionMixin
+except ImportError as exc:
+    raise ImportError("session_mw.contrib.flask needs Flask: pip install 'session_mw[flask]'") from exc
 
 from ..config import DEFAULTS, SessionConfig, warn_weaker
 from ..drivers import SessionManager

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.json.tag import PassDict, PassList, TagDict, TaggedJSONSerializer
+try:
+    from flask.json.tag import PassDict, PassList, TagDict, TaggedJSONSerializer
+except ImportError as exc:
+    raise ImportError("session_mw.contrib.flask_serializer needs Flask: pip install 'session_mw[flask]'") from exc
 
 from ..errors import ValueNotDecodable, ValueNotStorable
 from ..serializers import MAX_DEPTH, TAGGED_PREFIX, JSONSerializer, default_serializer

@@ -157,9 +157,27 @@ def _meta(row: Any) -> Meta:
     return checked_meta(c, s, d, u, a, r, i)
 
 
-def _text(data: bytes) -> str:
-    """Text columns as read: never fail inside the driver, so a bad row is ours to judge."""
+def _escaped_text(data: bytes) -> str:
+    """Text that is not UTF-8, surrogate-escaped: ``checked_meta``/``checked_name`` refuse it."""
     return data.decode("utf-8", "surrogateescape")
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """The rows of a read, text decoded by sqlite3 itself (in C, no Python call per value).
+
+    A text value that is not UTF-8 makes that decoding fail (``OperationalError``); the read then
+    runs once more with every text value surrogate-escaped, so the checks judge the bad row
+    instead of the driver failing the whole operation. A real error fails that second read too.
+    """
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        pass
+    conn.text_factory = _escaped_text
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
 
 
 def _meta_params(meta: Meta, expires_at: float, digest: str) -> tuple[Any, ...]:
@@ -264,7 +282,6 @@ class SQLiteStore(base.Dispatching):
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False is safe: the pool hands a connection to one thread at a time
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
-        conn.text_factory = _text
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -353,11 +370,11 @@ class SQLiteStore(base.Dispatching):
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             objects: dict[str, set[str]] = {
                 str(name): set()
-                for (name,) in conn.execute("SELECT name FROM sqlite_master")
+                for (name,) in _rows(conn, "SELECT name FROM sqlite_master")
                 if not str(name).startswith("sqlite_")
             }
             for table in _TABLES.keys() & objects.keys():
-                columns = conn.execute("SELECT name FROM pragma_table_info(?)", (table,))
+                columns = _rows(conn, "SELECT name FROM pragma_table_info(?)", (table,))
                 objects[table] = {str(col) for (col,) in columns}
         except sqlite3.OperationalError:
             raise
@@ -436,7 +453,7 @@ class SQLiteStore(base.Dispatching):
     def _load(self, conn: sqlite3.Connection, key: str, lifetime: Lifetime, *, wait: bool) -> Record | None:
         now = self._clock()
         # one statement, so one consistent snapshot of the session row and its values
-        rows = conn.execute(_LOAD, (key, now)).fetchall()
+        rows = _rows(conn, _LOAD, (key, now))
         if not rows:
             return None
         try:
@@ -472,9 +489,10 @@ class SQLiteStore(base.Dispatching):
         conn.execute(_DELETE_SESSION, (key,))
 
     def _live_meta(self, conn: sqlite3.Connection, key: str, lifetime: Lifetime, now: float) -> Meta | None:
-        row = conn.execute(_LIVE_META, (key, now)).fetchone()
-        if row is None:
+        rows = _rows(conn, _LIVE_META, (key, now))
+        if not rows:
             return None
+        row = rows[0]
         try:
             meta = _meta(row)
         except CorruptRecord as exc:
@@ -545,7 +563,7 @@ class SQLiteStore(base.Dispatching):
     def on_sessions_of(self, op: base.SessionsOf) -> list[tuple[str, Meta]]:
         with self._connection() as conn:
             now = self._clock()
-            rows = conn.execute(_USER_SESSIONS, (op.user_id, now)).fetchall()
+            rows = _rows(conn, _USER_SESSIONS, (op.user_id, now))
             out = []
             for row in rows:
                 try:
@@ -644,19 +662,36 @@ class SQLiteStore(base.Dispatching):
     def digests_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Live sessions whose digest starts with ``prefix`` (lowercase hex), at most ``limit``."""
         with self._connection() as conn:
-            rows = conn.execute(
+            rows = _rows(
+                conn,
                 "SELECT digest FROM sessions WHERE digest >= ? AND digest < ? AND expires_at > ? "
                 "ORDER BY digest LIMIT ?",
                 (prefix, prefix + "\U0010ffff", self._clock(), limit),
-            ).fetchall()
+            )
         return [str(row[0]) for row in rows]
+
+    def delete_all_batches(self, batch: int | None = None) -> Iterator[int]:
+        """Delete every session (an incident: everyone logged out), ``batch`` rows per transaction.
+
+        Yields each batch's count of *live* sessions (expired rows go too, uncounted), so the
+        app's writers interleave between batches instead of waiting behind one long delete.
+        """
+        size = batch or self._gc_batch
+        while True:
+            with self._connection() as conn, self._transaction(conn):
+                now = self._clock()
+                rows = _rows(conn, "SELECT digest, expires_at > ? FROM sessions LIMIT ?", (now, size))
+                conn.executemany(_DELETE_SESSION, [(row[0],) for row in rows])
+            yield sum(int(row[1]) for row in rows)
+            if len(rows) < size:
+                return
 
     def iter_sessions(self, batch: int = 500) -> Iterator[tuple[str, Meta]]:
         """Every live session, in digest order, read ``batch`` rows per query (no long read lock)."""
         after = ""
         while True:
             with self._connection() as conn:
-                rows = conn.execute(_ITER_SESSIONS, (after, self._clock(), batch)).fetchall()
+                rows = _rows(conn, _ITER_SESSIONS, (after, self._clock(), batch))
             for row in rows:
                 try:
                     yield str(row[0]), _meta(row[1:])

@@ -16,6 +16,14 @@ class AsyncFromSync:
     """``AsyncStore`` over a ``Store``; ``offload=True`` runs each call in a thread (anyio)."""
 
     def __init__(self, store: Store, *, offload: bool) -> None:
+        if offload:
+            try:
+                import anyio.to_thread  # noqa: F401  (here, so a missing one fails at start-up, not per request)
+            except ImportError as exc:
+                raise ImportError(
+                    f"the ASGI door runs {type(store).__name__} in worker threads with anyio: "
+                    "pip install 'session_mw[fastapi]' (or just anyio)"
+                ) from exc
         self.sync = store
         self.capabilities = store.capabilities
         self._offload = offload

@@ -477,6 +477,18 @@ def test_an_undecodable_row_is_absent_and_dropped(
     assert not store.execute(Rotate(digest(1), digest(3), meta(START, "alice"), {}, LIFE, "alice"))
 
 
+def test_text_that_is_not_utf8_never_fails_a_read_and_the_fast_decoder_comes_back(store: SQLiteStore, db: Path) -> None:
+    """sqlite3 decodes text itself; a row it cannot decode is read again, escaped, and judged."""
+    for n in (1, 2, 3):
+        create(store, n, user="alice")
+    _corrupt(db, "UPDATE sessions SET user_agent = CAST(x'ff' AS TEXT) WHERE digest = ?", digest(2))
+    assert [key for key, _ in store.iter_sessions()] == [digest(1), digest(3)]  # skipped, as every bad row
+    assert store.digests_with_prefix(digest(2)) == [digest(2)]  # the digest itself is fine
+    assert load(store, 2) is None and load(store, 1) is not None
+    assert all(conn.text_factory is str for conn in store._idle)
+    assert [key for key, _ in store.iter_sessions()] == [digest(1), digest(3)]
+
+
 def test_an_undecodable_row_is_dropped_by_the_listing_too(store: SQLiteStore, db: Path) -> None:
     create(store, 1, user="alice")
     _corrupt(db, "UPDATE sessions SET created_at = 'soon' WHERE digest = ?", digest(1))
