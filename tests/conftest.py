@@ -135,6 +135,22 @@ def sentinel_url() -> Iterator[str]:
         deployment.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A real Redis Cluster (three primaries, made by ``redis-cli --cluster create``), shared by the session."""
+    from tests.deployments import Cluster, missing_binaries
+
+    missing = missing_binaries("redis-server", "redis-cli")
+    if missing:
+        _redis_missing(f"{', '.join(missing)} not on PATH (the Cluster tests start their own deployment)")
+        return
+    deployment = Cluster.start()
+    try:
+        yield deployment.url
+    finally:
+        deployment.stop()
+
+
 @pytest.fixture
 def key_prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix of its own per test, so tests sharing one Redis never see each other."""

@@ -24,14 +24,14 @@ def door(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "sentinel"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "sentinel", "cluster"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/sessions.db"
-    if request.param == "sentinel":
-        return str(request.getfixturevalue("sentinel_url"))
+    if request.param in ("sentinel", "cluster"):
+        return str(request.getfixturevalue(f"{request.param}_url"))
     return str(request.getfixturevalue("redis_url"))
 
 
