@@ -23,7 +23,7 @@ from .config import DEFAULT_STORE_URL, ENV_PREFIX, SessionConfig
 from .drivers import SessionManager, SyncDriver
 from .errors import ConfigError, StoreError, StoreUnavailable
 from .manage import Sessions
-from .stores import Store, open_store
+from .stores import REDIS_SCHEMES, Store, open_store
 from .stores.base import UNBOUNDED, Close, Delete, Meta, SessionsOf
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 PROG = "python -m session_mw"
 _DIGEST = re.compile(r"^[0-9a-f]{12,64}$")
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = tuple(REDIS_SCHEMES)
 
 
 def _scheme(url: str) -> str:
@@ -188,9 +188,7 @@ class RedisOps:
                 yield removed if namespace == "s:" else 0
 
     def where(self) -> str:
-        from .stores.redis import _where
-
-        return f"the Redis store at {_where(self.store.client)} (key prefix {self.store.prefix!r})"
+        return f"the Redis store {self.store.where} (key prefix {self.store.prefix!r})"
 
 
 def _refuse_missing_sqlite_file(url: str) -> None:

@@ -22,6 +22,7 @@ import redis
 
 from session_mw import SessionConfig
 from session_mw.cli import main
+from session_mw.stores import open_store
 from session_mw.stores.base import AcquireLock, Check, Close, Create, Lifetime, SessionsOf, Store
 from session_mw.stores.redis import RedisStore
 from session_mw.stores.sqlite import SQLiteStore
@@ -397,11 +398,14 @@ def test_usage_errors_exit_2() -> None:
 # -- Redis --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis_pop(redis_url: str, key_prefix: str) -> Iterator[tuple[list[str], RedisStore, Population]]:
-    store = RedisStore(redis.Redis.from_url(redis_url), key_prefix)
+@pytest.fixture(params=["node", "sentinel", "cluster"])
+def redis_pop(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[tuple[list[str], RedisStore, Population]]:
+    """One Redis node, a Sentinel service, a Cluster (scanned on every primary)."""
+    url = str(request.getfixturevalue({"node": "redis_url"}.get(request.param, f"{request.param}_url")))
+    store = open_store(SessionConfig(store_url=url, key_prefix=key_prefix))
+    assert isinstance(store, RedisStore)
     people = populate(store)
-    yield ["--store-url", redis_url, "--key-prefix", key_prefix], store, people
+    yield ["--store-url", url, "--key-prefix", key_prefix], store, people
     store.execute(Close())
 
 
@@ -518,10 +522,9 @@ def test_sqlite_a_bad_record_never_breaks_list_revoke_or_gc(sqlite_db: tuple[str
 def test_redis_a_bad_record_never_breaks_list_or_revoke(redis_pop: tuple[list[str], RedisStore, Population]) -> None:
     opts, store, people = redis_pop
     bad, good = people.alice
-    raw = redis.Redis.from_url(opts[1])
+    raw = store.client  # the deployment's own client: a node, a Sentinel's primary, a Cluster
     raw.delete(f"{store.prefix}s:{bad}")
     raw.set(f"{store.prefix}s:{bad}", "not a hash")
-    raw.close()
     rows = json.loads(cli("list", "--user", "alice", "--json", *opts).out)
     assert [r["digest_prefix"] for r in rows] == [good[:16]]
     result = cli("revoke", "--user", "alice", *opts)

@@ -272,7 +272,10 @@ def _dropped(exc: CorruptRecord) -> None:
 
 
 def _where(client: Any) -> str:
-    kwargs = client.connection_pool.connection_kwargs
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return "?"
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
@@ -328,6 +331,11 @@ class RedisPlans:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(prefix={self.prefix!r})"
 
+    @property
+    def where(self) -> str:
+        """For messages: the node, or the Sentinel service or Cluster; never a password."""
+        return self._where or f"at {_where(self.client)}"
+
     def session_key(self, digest: str) -> str:
         return f"{self.prefix}s:{digest}"
 
@@ -337,8 +345,7 @@ class RedisPlans:
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """Every backend failure, with where and what the server said (its messages carry no keys or values)."""
         said = " ".join(str(exc).split()) or type(exc).__name__
-        where = f"Redis {self._where}" if self._where else f"Redis at {_where(self.client)}"
-        return StoreUnavailable(f"{where}: {type(exc).__name__}: {said}"[:300])
+        return StoreUnavailable(f"Redis {self.where}: {type(exc).__name__}: {said}"[:300])
 
     def plan(self, op: Op[R]) -> Plan[R]:
         """The round trips of ``op`` (planned by ``on_<operation>``); any Redis or socket error
