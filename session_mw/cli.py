@@ -23,8 +23,9 @@ from .config import DEFAULT_STORE_URL, ENV_PREFIX, SessionConfig
 from .drivers import SessionManager, SyncDriver
 from .errors import ConfigError, StoreError, StoreUnavailable
 from .manage import Sessions
-from .stores import REDIS_SCHEMES, Store, open_store
+from .stores import Store, open_store
 from .stores.base import UNBOUNDED, Close, Delete, Meta, SessionsOf
+from .stores.redis_target import SCHEMES as REDIS_SCHEMES
 
 if TYPE_CHECKING:
     from .stores.redis import RedisStore
