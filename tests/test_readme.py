@@ -1,4 +1,4 @@
-"""Every Python sample of the README runs, and does what the text around it says.
+"""Every Python sample and every CLI line of the README runs, and does what the text around it says.
 
 The samples are read from README.md itself, so the docs cannot rot: each ```python block is
 preceded by ``<!-- sample: NAME -->``, and each NAME has a check here that imports the block as
@@ -12,6 +12,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -183,3 +184,50 @@ def test_readme_sample_runs(name: str, workdir: Path, request: pytest.FixtureReq
 
 def test_the_flask_sample_takes_its_store_from_the_environment(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_flask_store_from_environment(workdir, monkeypatch)
+
+
+def cli_lines() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Operations") :]
+    section = section[: section.index("\n## ", 1)]
+    return [
+        line.split("#", 1)[0].strip() for line in section.splitlines() if line.startswith("    python -m session_mw")
+    ]
+
+
+def test_every_cli_line_of_the_readme_runs_where_the_app_runs(workdir: Path, redis_url: str) -> None:
+    """Each command of the Operations section, as written, in a directory where an app wrote its
+    sessions to the default store (the Redis line on our own Redis): the exit codes the text gives."""
+    import shlex
+
+    from session_mw import SessionConfig
+    from session_mw.stores import open_store
+    from session_mw.stores.base import Close, Create, Lifetime
+    from session_mw.testing import meta
+    from session_mw.tokens import Digester, new_token
+    from tests.test_cli import cli
+
+    store = open_store(SessionConfig())  # the app's default: .session_mw/sessions.db here
+    for user in ("alice", None):
+        store.execute(
+            Create(Digester()(new_token(32)), meta(time.time(), user), {"a": b"1"}, Lifetime(1800, 28800, 180))
+        )
+    store.execute(Close())
+    expected = {
+        "stats": 0,
+        "list --user alice": 0,
+        "revoke --user alice": 0,
+        "revoke --session-digest 3f9a1c0b2e4d": 1,  # no such session
+        "revoke --all --yes": 0,  # the anonymous one
+        "gc": 0,
+        "--store-url redis://10.0.0.5:6379/0 stats": 0,
+    }
+    lines = cli_lines()
+    assert [line.removeprefix("python -m session_mw ") for line in lines] == list(expected)
+    for line, code in zip(lines, expected.values(), strict=True):
+        args = shlex.split(line)[3:]
+        if "--store-url" in args:
+            args[args.index("--store-url") + 1] = redis_url  # the example host, played by our Redis
+        result = cli(*args, cwd=workdir)
+        assert result.code == code, (line, result)
+        assert "Traceback" not in result.out + result.err
