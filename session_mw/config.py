@@ -81,6 +81,8 @@ class SessionConfig:
     locking: bool = False
     lock_timeout: float = 10.0
     max_session_bytes: int = 262144
+    replica_acks: int = 0
+    replica_ack_timeout: float = 0.5
 
     def __post_init__(self) -> None:
         given = {name: getattr(self, name) for name in _COERCERS}
@@ -130,6 +132,10 @@ class SessionConfig:
             raise fail("retry_after", "must be a number of seconds >= 0")
         if self.max_session_bytes < 1024:
             raise fail("max_session_bytes", "must be at least 1024 bytes")
+        if not 0 <= self.replica_acks <= 64:
+            raise fail("replica_acks", "must be between 0 (do not wait) and 64 replicas")
+        if not 0 < self.replica_ack_timeout <= 60:
+            raise fail("replica_ack_timeout", "must be more than 0 and at most 60 seconds")
 
     def _check_touch_interval(self, fail: Callable[[str, str], ConfigError]) -> None:
         """Throttled touches may lag by up to one interval; idle/10 keeps the 90 % promise."""
@@ -393,6 +399,8 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "locking": _flag,
     "lock_timeout": _seconds,
     "max_session_bytes": _count,
+    "replica_acks": _count,
+    "replica_ack_timeout": _seconds,
 }
 
 #: Every default, for code that compares a setting with it (the migration shims).

@@ -140,10 +140,22 @@ class Cluster:
             lambda: all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in cluster.nodes),
             "the cluster did not reach cluster_state:ok",
         )
+        if replicas:  # a replica that has not synced yet acknowledges no WAIT
+            _wait(
+                lambda: all(
+                    "master_link_status:up" in info
+                    for info in (n.cli("INFO", "replication") for n in cluster.nodes)
+                    if "role:slave" in info
+                ),
+                "the replicas did not sync",
+            )
         return cluster
 
     def primary_ports(self) -> list[int]:
         return [n.port for n in self.nodes if "role:master" in n.cli("INFO", "replication")]
+
+    def primaries(self) -> list[Node]:
+        return [n for n in self.nodes if n.proc is not None and "role:master" in n.cli("INFO", "replication")]
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -200,6 +212,10 @@ class Sentinels:
             "the sentinels did not find each other",
         )
         return deployment
+
+    def current_primary(self) -> Node:
+        port = self.primary_port()
+        return next(n for n in (self.primary, self.replica) if n.port == port)
 
     def primary_port(self) -> int:
         reply = self.sentinels[0].cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service).split()

@@ -31,7 +31,13 @@ def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time)
         from .redis import RedisStore
 
         return RedisStore.from_url(
-            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout, clock=clock
+            config.store_url,
+            config.key_prefix,
+            config.store_connect_timeout,
+            config.store_socket_timeout,
+            clock=clock,
+            replica_acks=config.replica_acks,
+            replica_ack_timeout=config.replica_ack_timeout,
         )
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
@@ -47,7 +53,13 @@ def open_async_store(config: SessionConfig, *, clock: Callable[[], float] = time
         from .redis import AsyncRedisStore
 
         return AsyncRedisStore.from_url(
-            config.store_url, config.key_prefix, config.store_connect_timeout, config.store_socket_timeout, clock=clock
+            config.store_url,
+            config.key_prefix,
+            config.store_connect_timeout,
+            config.store_socket_timeout,
+            clock=clock,
+            replica_acks=config.replica_acks,
+            replica_ack_timeout=config.replica_ack_timeout,
         )
     from .threaded import AsyncFromSync
 

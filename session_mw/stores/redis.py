@@ -218,6 +218,17 @@ class Commands:
     commands: Sequence[tuple[Any, ...]]
 
 
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """One round trip: a script, then ``WAIT`` on the same connection (the node that ran it), so
+    the reply says how many replicas hold the write. The script goes as EVAL: a pipeline cannot
+    reload a script a new primary lacks."""
+
+    script: Script
+    replicas: int
+    timeout_ms: int
+
+
 #: Not a command: close the client's connections.
 DISCONNECT = Commands(())
 
@@ -294,12 +305,22 @@ class RedisPlans:
     asynchronous: ClassVar[bool]
 
     def __init__(
-        self, client: Any, prefix: str = "session_mw:", *, clock: Callable[[], float] = time.time, where: str = ""
+        self,
+        client: Any,
+        prefix: str = "session_mw:",
+        *,
+        clock: Callable[[], float] = time.time,
+        where: str = "",
+        replica_acks: int = 0,
+        replica_ack_timeout: float = 0.5,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.clock = clock
         self._where = where  # the deployment, for messages (a Sentinel service, a Cluster)
+        #: creates and rotates wait (WAIT) until this many replicas hold the new session
+        self.replica_acks = replica_acks
+        self._ack_timeout_ms = _ms(replica_ack_timeout)
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
 
     @classmethod
@@ -311,16 +332,27 @@ class RedisPlans:
         timeout: float = 2.0,
         *,
         clock: Callable[[], float] = time.time,
+        replica_acks: int = 0,
+        replica_ack_timeout: float = 0.5,
     ) -> _Store:
         """A store on the deployment ``url`` names: one node, a Sentinel service or a Cluster."""
         target = parse(url)
         client = connect(target, asyncio=cls.asynchronous, connect_timeout=connect_timeout, timeout=timeout)
-        return cls(client, prefix, clock=clock, where=target.where)
+        return cls(
+            client,
+            prefix,
+            clock=clock,
+            where=target.where,
+            replica_acks=replica_acks,
+            replica_ack_timeout=replica_ack_timeout,
+        )
 
-    def _send(self, call: Script | Commands) -> Any:
+    def _send(self, call: Script | Commands | Durable) -> Any:
         """One round trip: its reply, or (asyncio client) the awaitable of its reply."""
         if isinstance(call, Script):
             return self._scripts[call.name](keys=call.keys, args=call.args)
+        if isinstance(call, Durable):
+            return self._durable(call).execute(raise_on_error=False)
         if call is DISCONNECT:
             return self._disconnect()
         return self._pipeline(call).execute(raise_on_error=False)
@@ -410,7 +442,7 @@ class RedisPlans:
         if op.meta.user_id is not None:
             yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
         args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), *_meta_fields(op.meta), *_fields(op.data)]
-        if not int((yield Script("create", (self.session_key(op.key),), args))):
+        if not (yield from self._born(self.session_key(op.key), args)):
             security_log.info("a session revoked while it was being created was not created")
 
     def on_update(self, op: base.Update) -> Plan[bool]:
@@ -435,7 +467,7 @@ class RedisPlans:
                 yield from self._cleanup([("ZREM", self.user_key(op.meta.user_id), op.key)])
             return False
         args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), *_meta_fields(op.meta), *_fields(op.data)]
-        born = int((yield Script("create", (self.session_key(op.key),), args)))
+        born = yield from self._born(self.session_key(op.key), args)
         if op.old_user_id is not None:
             yield from self._cleanup([("ZREM", self.user_key(op.old_user_id), op.old_key)])
         return bool(born)
@@ -554,6 +586,33 @@ class RedisPlans:
 
     def on_close(self, op: base.Close) -> Plan[None]:
         yield DISCONNECT
+
+    def _durable(self, call: Durable) -> Any:
+        script = call.script
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("EVAL", _SCRIPTS[script.name], len(script.keys), *script.keys, *script.args)
+        # a Cluster sends WAIT where the key lives, on the connection that wrote (commands go per node)
+        route = getattr(self.client, "get_node_from_key", None)
+        where = {} if route is None else {"target_nodes": route(script.keys[0])}
+        pipe.execute_command("WAIT", call.replicas, call.timeout_ms, **where)
+        return pipe
+
+    def _born(self, key: str, args: list[Any]) -> Plan[int]:
+        """The create script for a fresh session (1: born, 0: refused by a tombstone); with
+        ``replica_acks``, a birth fewer replicas hold than asked is a ``StoreUnavailable``."""
+        script = Script("create", (key,), args)
+        if not self.replica_acks:
+            return int((yield script))
+        reply, acked = yield Durable(script, self.replica_acks, self._ack_timeout_ms)
+        for value in (reply, acked):
+            if isinstance(value, Exception):
+                raise value
+        if int(reply) and int(acked) < self.replica_acks:
+            raise StoreUnavailable(
+                f"Redis {self.where}: {int(acked)} of the {self.replica_acks} replicas asked for "
+                f"acknowledged a new session within {self._ack_timeout_ms} ms"
+            )
+        return int(reply)
 
     def _pipeline(self, call: Commands) -> Any:
         pipe = self.client.pipeline(transaction=False)

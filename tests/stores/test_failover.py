@@ -1,0 +1,173 @@
+"""Failover on real deployments: a Sentinel primary killed or paused, a Cluster primary killed.
+
+Through the real doors (WSGI on Sentinel, ASGI on Cluster), while requests keep coming: each
+gets its answer or a 503 with Retry-After, within the configured timeouts; never a 500, never
+a hang. The app recovers by itself once a new primary is elected, and with ``replica_acks=1``
+every session committed before the failover is intact after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from session_mw import SessionConfig
+from session_mw.engine import Engine
+from session_mw.stores import open_async_store, open_store
+from session_mw.stores.base import Close
+from tests.deployments import Cluster, Node, Sentinels, missing_binaries
+from tests.doors.apps import DOORS
+
+if missing_binaries("redis-server", "redis-cli"):
+    pytestmark = pytest.mark.skip(reason="redis-server and redis-cli are needed")
+
+#: The configured timeouts, and the longest a request may take during a failover: a connect and
+#: a read to the failed node, then (Sentinel) asking each sentinel for the new primary.
+TIMEOUT = 0.5
+WORST = 4.0
+RECOVERY = 30.0
+
+
+def _config(url: str, **settings: Any) -> SessionConfig:
+    defaults: dict[str, Any] = {
+        "store_connect_timeout": TIMEOUT,
+        "store_socket_timeout": TIMEOUT,
+        "retry_after": 2,
+        "replica_acks": 1,
+        "replica_ack_timeout": 2.0,
+    }
+    return SessionConfig(store_url=url, **{**defaults, **settings})
+
+
+def _through_failover(request: Callable[[], httpx.Response], fail: Callable[[], None]) -> tuple[int, float]:
+    """Requests before, during and after ``fail()``: (how many 503s, the slowest answer)."""
+    assert request().status_code == 200
+    fail()
+    started, unavailable, slowest, good_in_a_row = time.monotonic(), 0, 0.0, 0
+    while good_in_a_row < 5:
+        assert time.monotonic() - started < RECOVERY, "the app did not recover by itself"
+        before = time.monotonic()
+        response = request()
+        slowest = max(slowest, time.monotonic() - before)
+        assert response.status_code in (200, 503), response.text
+        if response.status_code == 503:
+            unavailable += 1
+            good_in_a_row = 0
+            assert response.headers["retry-after"] == "2" and response.text.count("\n") == 1
+            assert "Traceback" not in response.text and "set-cookie" not in response.headers
+            time.sleep(0.1)
+        else:
+            good_in_a_row += 1
+    return unavailable, slowest
+
+
+# -- Sentinel, through the WSGI door --------------------------------------------------------
+
+
+@pytest.fixture
+def sentinels() -> Iterator[Sentinels]:
+    deployment = Sentinels.start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def _wsgi_browsers(config: SessionConfig, n: int) -> tuple[list[httpx.Client], Any]:
+    store = open_store(config)
+    app = DOORS["wsgi"](config, store, Engine(config))
+    transport = httpx.WSGITransport(app=app)
+    return [httpx.Client(transport=transport, base_url="https://shop.test") for _ in range(n)], store
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_a_sentinel_failover_costs_at_most_503s_and_loses_no_committed_session(
+    sentinels: Sentinels, key_prefix: str, how: str
+) -> None:
+    config = _config(sentinels.url, key_prefix=key_prefix)
+    browsers, store = _wsgi_browsers(config, 4)
+    try:
+        for i, browser in enumerate(browsers):
+            assert browser.post("/cart", json={"item": f"item{i}"}).status_code == 200
+            assert browser.post("/login", json={"user": f"user{i}"}).status_code == 200  # WAITed for
+        old: Node = sentinels.current_primary()
+        unavailable, slowest = _through_failover(
+            lambda: browsers[0].get("/whoami"), old.kill if how == "kill" else old.pause
+        )
+        print(f"sentinel {how}: {unavailable} answers were 503s; the slowest answer took {slowest:.2f} s")
+        assert sentinels.primary_port() != old.port  # a new primary was elected
+        assert unavailable >= 1 and slowest < WORST, (unavailable, slowest)
+        for i, browser in enumerate(browsers):
+            assert browser.get("/whoami").json() == {"user": f"user{i}", "note": None, "cart": [f"item{i}"]}
+        fresh = browsers[0].post("/cart", json={"item": "after"})
+        assert fresh.status_code == 200 and fresh.json()["cart"] == ["item0", "after"]
+        if how == "pause":
+            old.resume()
+    finally:
+        for browser in browsers:
+            browser.close()
+        store.execute(Close())
+
+
+def test_with_replica_acks_a_login_no_replica_holds_is_a_503(sentinels: Sentinels, key_prefix: str) -> None:
+    """The replica paused: WAIT times out, so the new session is not acknowledged; the login is a
+    503 within the configured wait, and without replica_acks the same login goes through."""
+    waiting = _config(sentinels.url, key_prefix=key_prefix, replica_ack_timeout=0.3)
+    [browser], store = _wsgi_browsers(waiting, 1)
+    [plain], plain_store = _wsgi_browsers(waiting.replace(replica_acks=0), 1)
+    sentinels.replica.pause()
+    try:
+        started = time.monotonic()
+        refused = browser.post("/login", json={"user": "alice"})
+        assert refused.status_code == 503 and "set-cookie" not in refused.headers
+        assert time.monotonic() - started < 0.3 + WORST
+        assert plain.post("/login", json={"user": "alice"}).status_code == 200
+    finally:
+        sentinels.replica.resume()
+        for client, s in ((browser, store), (plain, plain_store)):
+            client.close()
+            s.execute(Close())
+
+
+# -- Cluster, through the ASGI door -----------------------------------------------------------
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    deployment = Cluster.start(replicas=1)
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def test_a_cluster_failover_costs_at_most_503s_and_loses_no_committed_session(
+    cluster: Cluster, key_prefix: str
+) -> None:
+    config = _config(cluster.url, key_prefix=key_prefix)
+    store = open_async_store(config)
+    app = DOORS["asgi"](config, store, Engine(config))
+    with TestClient(app, base_url="https://shop.test") as first:
+        browsers = [first] + [httpx.Client(transport=first._transport, base_url="https://shop.test") for _ in range(5)]
+        for i, browser in enumerate(browsers):
+            assert browser.post("/cart", json={"item": f"item{i}"}).status_code == 200
+            assert browser.post("/login", json={"user": f"user{i}"}).status_code == 200
+        victim = cluster.primaries()[0]
+        # requests of every browser, so some hit the failed primary's slots and some do not
+        turn = iter(range(10**6))
+        unavailable, slowest = _through_failover(
+            lambda: browsers[next(turn) % len(browsers)].get("/whoami"), victim.kill
+        )
+        print(f"cluster kill: {unavailable} answers were 503s; the slowest answer took {slowest:.2f} s")
+        assert victim.port not in cluster.primary_ports()
+        assert unavailable >= 1 and slowest < WORST, (unavailable, slowest)
+        for i, browser in enumerate(browsers):
+            assert browser.get("/whoami").json() == {"user": f"user{i}", "note": None, "cart": [f"item{i}"]}
+        assert browsers[1].post("/everywhere").json() == {"revoked": 1}
+        for browser in browsers[1:]:
+            browser.close()
