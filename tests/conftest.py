@@ -119,36 +119,36 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def sentinel_url() -> Iterator[str]:
-    """A real Sentinel deployment (primary, replica, three sentinels), shared by the session's tests."""
-    from tests.deployments import Sentinels, missing_binaries
+def _deployment(kind: str) -> Iterator[str]:
+    """A real deployment of ``kind`` ("sentinel": a primary, a replica and three sentinels;
+    "cluster": three primaries made by ``redis-cli --cluster create``), stopped at the end."""
+    from tests.deployments import Cluster, Sentinels, missing_binaries
 
     missing = missing_binaries("redis-server", "redis-cli")
     if missing:
-        _redis_missing(f"{', '.join(missing)} not on PATH (the Sentinel tests start their own deployment)")
+        _redis_missing(f"{', '.join(missing)} not on PATH (the {kind} tests start their own deployment)")
         return
-    deployment = Sentinels.start()
+    deployment = Sentinels.start() if kind == "sentinel" else Cluster.start()
     try:
         yield deployment.url
     finally:
         deployment.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_url() -> Iterator[str]:
+    yield from _deployment("sentinel")
 
 
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
-    """A real Redis Cluster (three primaries, made by ``redis-cli --cluster create``), shared by the session."""
-    from tests.deployments import Cluster, missing_binaries
+    yield from _deployment("cluster")
 
-    missing = missing_binaries("redis-server", "redis-cli")
-    if missing:
-        _redis_missing(f"{', '.join(missing)} not on PATH (the Cluster tests start their own deployment)")
-        return
-    deployment = Cluster.start()
-    try:
-        yield deployment.url
-    finally:
-        deployment.stop()
+
+@pytest.fixture(params=["node", "sentinel", "cluster"])
+def deployment_url(request: pytest.FixtureRequest) -> str:
+    """Each Redis deployment the fixtures start: one node, a Sentinel service, a Cluster."""
+    return str(request.getfixturevalue({"node": "redis_url"}.get(request.param, f"{request.param}_url")))
 
 
 @pytest.fixture

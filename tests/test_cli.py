@@ -398,10 +398,10 @@ def test_usage_errors_exit_2() -> None:
 # -- Redis --------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["node", "sentinel", "cluster"])
-def redis_pop(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[tuple[list[str], RedisStore, Population]]:
-    """One Redis node, a Sentinel service, a Cluster (scanned on every primary)."""
-    url = str(request.getfixturevalue({"node": "redis_url"}.get(request.param, f"{request.param}_url")))
+@pytest.fixture
+def redis_pop(deployment_url: str, key_prefix: str) -> Iterator[tuple[list[str], RedisStore, Population]]:
+    """On one Redis node, a Sentinel service, a Cluster (scanned on every primary)."""
+    url = deployment_url
     store = open_store(SessionConfig(store_url=url, key_prefix=key_prefix))
     assert isinstance(store, RedisStore)
     people = populate(store)

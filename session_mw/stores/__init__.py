@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..config import SessionConfig
 from ..errors import ConfigError
@@ -15,6 +16,16 @@ __all__ = ["AsyncStore", "Lifetime", "Meta", "Record", "Store", "open_async_stor
 
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _redis_options(config: SessionConfig) -> dict[str, Any]:
+    return {
+        "prefix": config.key_prefix,
+        "connect_timeout": config.store_connect_timeout,
+        "timeout": config.store_socket_timeout,
+        "replica_acks": config.replica_acks,
+        "replica_ack_timeout": config.replica_ack_timeout,
+    }
 
 
 def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time) -> Store:
@@ -30,15 +41,7 @@ def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time)
     if scheme in REDIS_SCHEMES:
         from .redis import RedisStore
 
-        return RedisStore.from_url(
-            config.store_url,
-            config.key_prefix,
-            config.store_connect_timeout,
-            config.store_socket_timeout,
-            clock=clock,
-            replica_acks=config.replica_acks,
-            replica_ack_timeout=config.replica_ack_timeout,
-        )
+        return RedisStore.from_url(config.store_url, **_redis_options(config), clock=clock)
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
@@ -52,15 +55,7 @@ def open_async_store(config: SessionConfig, *, clock: Callable[[], float] = time
     if scheme in REDIS_SCHEMES:
         from .redis import AsyncRedisStore
 
-        return AsyncRedisStore.from_url(
-            config.store_url,
-            config.key_prefix,
-            config.store_connect_timeout,
-            config.store_socket_timeout,
-            clock=clock,
-            replica_acks=config.replica_acks,
-            replica_ack_timeout=config.replica_ack_timeout,
-        )
+        return AsyncRedisStore.from_url(config.store_url, **_redis_options(config), clock=clock)
     from .threaded import AsyncFromSync
 
     sync = open_store(config, clock=clock)

@@ -51,38 +51,12 @@ class TestSQLiteStoreAsyncFace(StoreContract, LockContract):
 
 class TestRedisStore(StoreContract, LockContract):
     @pytest.fixture
-    def store(self, redis_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
-        yield from _closed(open_store(SessionConfig(store_url=redis_url, key_prefix=key_prefix), clock=clock))
+    def store(self, deployment_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
+        yield from _closed(open_store(SessionConfig(store_url=deployment_url, key_prefix=key_prefix), clock=clock))
 
 
 class TestRedisStoreAsyncFace(StoreContract, LockContract):
     @pytest.fixture
-    def store(self, redis_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
-        config = SessionConfig(store_url=redis_url, key_prefix=key_prefix)
-        yield from _closed(SyncFromAsync(open_async_store(config, clock=clock)))
-
-
-class TestRedisSentinelStore(StoreContract, LockContract):
-    @pytest.fixture
-    def store(self, sentinel_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
-        yield from _closed(open_store(SessionConfig(store_url=sentinel_url, key_prefix=key_prefix), clock=clock))
-
-
-class TestRedisSentinelStoreAsyncFace(StoreContract, LockContract):
-    @pytest.fixture
-    def store(self, sentinel_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
-        config = SessionConfig(store_url=sentinel_url, key_prefix=key_prefix)
-        yield from _closed(SyncFromAsync(open_async_store(config, clock=clock)))
-
-
-class TestRedisClusterStore(StoreContract, LockContract):
-    @pytest.fixture
-    def store(self, cluster_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
-        yield from _closed(open_store(SessionConfig(store_url=cluster_url, key_prefix=key_prefix), clock=clock))
-
-
-class TestRedisClusterStoreAsyncFace(StoreContract, LockContract):
-    @pytest.fixture
-    def store(self, cluster_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
-        config = SessionConfig(store_url=cluster_url, key_prefix=key_prefix)
+    def store(self, deployment_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
+        config = SessionConfig(store_url=deployment_url, key_prefix=key_prefix)
         yield from _closed(SyncFromAsync(open_async_store(config, clock=clock)))
