@@ -132,11 +132,11 @@ class RedisOps:
         return re.sub(r"([\\*?\[\]])", r"\\\1", self.store.prefix) + rest
 
     def _call(self, fn: Callable[[], Any]) -> Any:
-        from redis import exceptions as redis_errors
+        from .stores.redis import BACKEND_ERRORS
 
         try:
             return fn()
-        except (redis_errors.RedisError, OSError) as exc:
+        except BACKEND_ERRORS as exc:
             raise self.store.unavailable(exc) from None
 
     def _count(self, pattern: str) -> int:

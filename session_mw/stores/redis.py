@@ -35,6 +35,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("the Redis store needs the redis extra: pip install 'session_mw[redis]'") from exc
 
 _Store = TypeVar("_Store", bound="RedisPlans")
+#: What a Redis call can raise when the store, not the caller, is at fault: redis-py's errors
+#: (its Cluster client's own exception type is not one of them) and the socket's.
+BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 _META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i")
 _DATA = b"k:"
 #: Redis keeps an expired-looking key a little longer than the rule says: the TTL only
@@ -282,6 +285,19 @@ def _dropped(exc: CorruptRecord) -> None:
     security_log.warning("undecodable session record dropped (%s)", exc)
 
 
+def _refusal(exc: BaseException) -> BaseException | None:
+    """A refusal no retry can fix (a wrong password, a bad DB index), also when a Cluster client
+    wraps it in its "cannot be connected"; None for an outage."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, (redis_errors.ResponseError, redis_errors.AuthenticationError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _where(client: Any) -> str:
     pool = getattr(client, "connection_pool", None)
     if pool is None:
@@ -387,14 +403,14 @@ class RedisPlans:
             raise unsupported(self, op)
         try:
             return cast(R, (yield from planner(op)))
-        except (redis_errors.RedisError, OSError) as exc:
+        except BACKEND_ERRORS as exc:
             raise self.unavailable(exc) from None
 
     def _cleanup(self, commands: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         """Best effort (stale index entries, bad records): a failure here leaves work for the next read."""
         try:
             yield Commands(commands)
-        except (redis_errors.RedisError, OSError) as exc:
+        except BACKEND_ERRORS as exc:
             log.warning("session store cleanup skipped: %s", self.unavailable(exc))
 
     @staticmethod
@@ -579,10 +595,12 @@ class RedisPlans:
             [reply] = yield Commands([("PING",)])
             if isinstance(reply, Exception):
                 raise reply
-        except (redis_errors.ResponseError, redis_errors.AuthenticationError) as exc:
-            raise ConfigError(f"the Redis session store cannot be used: {self.unavailable(exc)}") from None
-        except (redis_errors.RedisError, OSError) as exc:
-            log.warning("session store not reachable at start-up: %s", self.unavailable(exc))
+        except BACKEND_ERRORS as exc:
+            refusal = _refusal(exc)
+            if refusal is None:
+                log.warning("session store not reachable at start-up: %s", self.unavailable(exc))
+                return
+            raise ConfigError(f"the Redis session store cannot be used: {self.unavailable(refusal)}") from None
 
     def on_close(self, op: base.Close) -> Plan[None]:
         yield DISCONNECT

@@ -11,6 +11,8 @@ Routing, failover and redirections are redis-py's (``Sentinel``, ``RedisCluster`
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -127,7 +129,19 @@ def connect(target: RedisTarget, *, asyncio: bool, connect_timeout: float, timeo
     import redis
     import redis.asyncio
 
-    bounds: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout}
+    from redis.backoff import NoBackoff
+
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        retry: Any = AsyncRetry(NoBackoff(), 1)
+    else:
+        from redis.retry import Retry
+
+        retry = Retry(NoBackoff(), 1)
+    # one immediate retry (a pooled connection the server closed), never redis-py's default of
+    # three with exponential backoff: an outage costs a request about twice the timeouts, not seconds
+    bounds: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout, "retry": retry}
     if target.mode == "node":
         node_class = redis.asyncio.Redis if asyncio else redis.Redis
         return node_class.from_url(target.url, **bounds)
@@ -158,4 +172,42 @@ def connect(target: RedisTarget, *, asyncio: bool, connect_timeout: float, timeo
     from redis import cluster
 
     node: Any = cluster.ClusterNode  # untyped in redis-py
-    return cluster.RedisCluster(startup_nodes=[node(h, p) for h, p in target.hosts], **options)
+    return LazyCluster(lambda: cluster.RedisCluster(startup_nodes=[node(h, p) for h, p in target.hosts], **options))
+
+
+class LazyCluster:
+    """redis-py's sync ``RedisCluster`` reaches the cluster in its constructor: a cluster that is
+    down when the app starts must cost the requests that need it a 503, not stop the app. This
+    builds the client on first use, and again on the next use if building it failed."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build()
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def get_encoder(self) -> Any:
+        """What ``Script`` asks for its digest: RedisCluster's default encoding, without connecting."""
+        from redis import _parsers
+
+        encoder: Any = _parsers.Encoder  # untyped in redis-py
+        return encoder("utf-8", "strict", False)
+
+    def register_script(self, script: str) -> Any:
+        from redis.commands import core
+
+        script_class: Any = core.Script  # typed for a real client: this stands in for one
+        return script_class(self, script)  # evalsha and script_load go through __getattr__, on first call
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from session_mw import ConfigError, SessionConfig
@@ -76,3 +79,79 @@ def test_messages_name_the_deployment_not_its_secrets() -> None:
     target = parse("redis+sentinel://app:hunter2@s1:1,s2:2/sessions")
     assert target.where == "Sentinel 'sessions' via s1:1,s2:2" and "hunter2" not in repr(target)
     assert parse("redis+cluster://n1:7000").where == "Cluster via n1:7000"
+
+
+def _grant(url: str, user: str, password: str) -> None:
+    """An ACL user on every data node of the deployment ``url`` names (ACLs are not replicated)."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    from session_mw.stores.redis_target import connect
+
+    target = parse(url)
+    rules: dict[str, Any] = {"enabled": True, "passwords": [f"+{password}"], "keys": ["*"], "commands": ["+@all"]}
+    client = connect(target, asyncio=False, connect_timeout=2, timeout=2)
+    try:
+        if target.mode == "cluster":
+            client.acl_setuser(user, **rules, target_nodes=RedisCluster.ALL_NODES)
+            return
+        client.acl_setuser(user, **rules)
+        if target.mode == "sentinel":
+            from redis import sentinel
+
+            watcher: Any = sentinel.Sentinel  # untyped in redis-py
+            for host, port in watcher(list(target.hosts)).discover_slaves(target.service):
+                replica = redis.Redis(host=host, port=port)
+                replica.acl_setuser(user, **rules)
+                replica.close()
+    finally:
+        client.close()
+
+
+def test_acl_credentials_in_the_url_reach_every_deployment(deployment_url: str, key_prefix: str) -> None:
+    """``user:pass@`` are the data nodes' ACL credentials, on one node, a Sentinel's primary and a
+    Cluster's nodes; a wrong password stops the app at start-up (a ConfigError), naming no secret."""
+    from session_mw.stores import open_store
+    from session_mw.stores.base import UNBOUNDED, Check, Close, Create, Load
+    from session_mw.testing import meta
+
+    _grant(deployment_url, "session_app", "s3cret-pw")
+    scheme, rest = deployment_url.split("://", 1)
+    store = open_store(SessionConfig(store_url=f"{scheme}://session_app:s3cret-pw@{rest}", key_prefix=key_prefix))
+    try:
+        store.execute(Check())
+        store.execute(Create("ab" * 32, meta(time.time()), {"a": b"1"}, UNBOUNDED))
+        assert store.execute(Load("ab" * 32, UNBOUNDED)) is not None
+    finally:
+        store.execute(Close())
+    wrong = open_store(SessionConfig(store_url=f"{scheme}://session_app:wrong-pw@{rest}", key_prefix=key_prefix))
+    try:
+        with pytest.raises(ConfigError) as refused:
+            wrong.execute(Check())
+        assert "wrong-pw" not in str(refused.value) and "s3cret" not in str(refused.value)
+    finally:
+        wrong.execute(Close())
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis+cluster", "redis+sentinel"])
+def test_a_deployment_down_at_start_up_is_a_warning_then_store_unavailable(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py's Cluster client connects in its constructor: ours waits for the first use, so an
+    app starts while its store is down and answers 503s until the store is back. Each failed call
+    takes about the timeouts, not redis-py's default retries with backoff (seconds)."""
+    from session_mw import StoreUnavailable
+    from session_mw.stores import open_store
+    from session_mw.stores.base import UNBOUNDED, Check, Close, Load
+    from tests.conftest import free_port
+
+    url = f"{kind}://127.0.0.1:{free_port()}" + {"redis": "/0", "redis+sentinel": "/sessions"}.get(kind, "")
+    store = open_store(SessionConfig(store_url=url, store_connect_timeout=0.2, store_socket_timeout=0.2))
+    with caplog.at_level("WARNING", logger="session_mw"):
+        store.execute(Check())
+    assert "not reachable at start-up" in caplog.text
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="Redis"):
+        store.execute(Load("ab" * 32, UNBOUNDED))
+    assert time.monotonic() - started < 1.0
+    store.execute(Close())
