@@ -40,9 +40,44 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{what} within {timeout}s")
 
 
-def _cli(port: int, *args: str, timeout: float = 10.0) -> str:
+@dataclass(frozen=True)
+class Tls:
+    """A self-signed certificate for 127.0.0.1: the servers' own, and the CA the clients trust."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> Tls:
+        cert, key = directory / "cert.pem", directory / "key.pem"
+        request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"]
+        subprocess.run(
+            ["openssl", *request, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        return cls(cert, key)
+
+    def server_args(self, port: int) -> list[str]:
+        files = [
+            "--tls-cert-file",
+            str(self.cert),
+            "--tls-key-file",
+            str(self.key),
+            "--tls-ca-cert-file",
+            str(self.cert),
+        ]
+        peers = ["--tls-auth-clients", "no", "--tls-cluster", "yes", "--tls-replication", "yes"]
+        return ["--port", "0", "--tls-port", str(port), *files, *peers]
+
+    def cli_args(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.cert)]
+
+
+def _cli(port: int, *args: str, timeout: float = 10.0, tls: Tls | None = None) -> str:
     done = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *(tls.cli_args() if tls else []), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -63,12 +98,13 @@ class Node:
     workdir: Path
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
+    tls: Tls | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", *self.args], cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _wait(lambda: _cli(self.port, "PING") == "PONG", f"redis on port {self.port} did not answer")
+        _wait(lambda: self.cli("PING") == "PONG", f"redis on port {self.port} did not answer")
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -86,11 +122,12 @@ class Node:
         self.proc.send_signal(18)
 
     def cli(self, *args: str) -> str:
-        return _cli(self.port, *args)
+        return _cli(self.port, *args, tls=self.tls)
 
 
-def _server_args(port: int, *extra: str) -> list[str]:
-    return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
+def _server_args(port: int, *extra: str, tls: Tls | None = None) -> list[str]:
+    listen = tls.server_args(port) if tls else ["--port", str(port)]
+    return [*listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
 
 
 @dataclass
@@ -98,15 +135,19 @@ class Cluster:
     """Three primaries, each with ``replicas`` replicas, made by ``redis-cli --cluster create``."""
 
     nodes: list[Node] = field(default_factory=list)
+    tls: Tls | None = None
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        if self.tls is None:
+            return f"redis+cluster://{hosts}"
+        return f"rediss+cluster://{hosts}?ssl_ca_certs={self.tls.cert}"
 
     @classmethod
-    def start(cls, replicas: int = 0) -> Cluster:
+    def start(cls, replicas: int = 0, tls: bool = False) -> Cluster:
         root = Path(tempfile.mkdtemp(prefix="session_mw-cluster-"))
-        cluster = cls()
+        cluster = cls(tls=Tls.make(root) if tls else None)
         count = 3 * (1 + replicas)
         ports = free_ports(2 * count)  # each node's own port, and its cluster bus port
         for port, bus in zip(ports[:count], ports[count:], strict=True):
@@ -125,13 +166,17 @@ class Cluster:
                     "2000",
                     "--cluster-port",
                     str(bus),
+                    tls=cluster.tls,
                 ),
+                tls=cluster.tls,
             )
             node.start()
             cluster.nodes.append(node)
         addresses = [f"127.0.0.1:{n.port}" for n in cluster.nodes]
+        tls_cli = cluster.tls.cli_args() if cluster.tls else []
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"]
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"],
+            ["redis-cli", *tls_cli, *create],
             capture_output=True,
             check=True,
             timeout=60,

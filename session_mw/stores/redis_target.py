@@ -29,7 +29,10 @@ SCHEMES: dict[str, tuple[Mode, bool]] = {
     "redis+cluster": ("cluster", False),
     "rediss+cluster": ("cluster", True),
 }
-_QUERY = frozenset({"sentinel_username", "sentinel_password"})
+_SENTINEL_QUERY = frozenset({"sentinel_username", "sentinel_password"})
+#: TLS settings a URL may carry (a private CA; managed services' certificates need none)
+_TLS_QUERY = frozenset({"ssl_ca_certs", "ssl_cert_reqs"})
+_QUERY = _SENTINEL_QUERY | _TLS_QUERY
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class RedisTarget:
     password: str | None = field(default=None, repr=False)
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
+    tls_options: tuple[tuple[str, str], ...] = ()
 
     @property
     def where(self) -> str:
@@ -74,8 +78,11 @@ def parse(url: str) -> RedisTarget:
     unknown = sorted(set(query) - _QUERY)
     if unknown:
         raise ConfigError(f"store_url: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(_QUERY))})")
-    if mode == "cluster" and query:
+    if mode == "cluster" and query.keys() & _SENTINEL_QUERY:
         raise ConfigError("store_url: sentinel_* parameters mean nothing for a Cluster")
+    tls_options = tuple(sorted((k, v) for k, v in query.items() if k in _TLS_QUERY))
+    if tls_options and not tls:
+        raise ConfigError(f"store_url: ssl_* parameters need TLS (r{scheme}://)")
     path = [unquote(p) for p in parts.path.split("/") if p]
     service, db = "", 0
     if mode == "sentinel":
@@ -97,6 +104,7 @@ def parse(url: str) -> RedisTarget:
         unquote(password) or None,
         query.get("sentinel_username") or None,
         query.get("sentinel_password") or None,
+        tls_options,
     )
 
 
@@ -128,7 +136,6 @@ def connect(target: RedisTarget, *, asyncio: bool, connect_timeout: float, timeo
     """The redis-py client for ``target`` (``redis.asyncio`` when ``asyncio``), with bounded timeouts."""
     import redis
     import redis.asyncio
-
     from redis.backoff import NoBackoff
 
     if asyncio:
@@ -146,8 +153,8 @@ def connect(target: RedisTarget, *, asyncio: bool, connect_timeout: float, timeo
         node_class = redis.asyncio.Redis if asyncio else redis.Redis
         return node_class.from_url(target.url, **bounds)
     options: dict[str, Any] = {**bounds, "username": target.username, "password": target.password}
-    if target.tls:
-        options["ssl"] = True
+    tls: dict[str, Any] = {"ssl": True, **dict(target.tls_options)} if target.tls else {}
+    options.update(tls)
     if target.mode == "sentinel":
         if asyncio:
             from redis.asyncio.sentinel import Sentinel as AsyncSentinel
@@ -158,7 +165,7 @@ def connect(target: RedisTarget, *, asyncio: bool, connect_timeout: float, timeo
             from redis.sentinel import Sentinel
 
             sentinel_class, primary_class = Sentinel, redis.Redis
-        sentinel_kwargs: dict[str, Any] = {**bounds, "ssl": True} if target.tls else dict(bounds)
+        sentinel_kwargs: dict[str, Any] = {**bounds, **tls}
         if target.sentinel_password is not None:
             sentinel_kwargs.update(username=target.sentinel_username, password=target.sentinel_password)
         sentinel = sentinel_class(list(target.hosts), sentinel_kwargs=sentinel_kwargs, **bounds)

@@ -39,11 +39,23 @@ from session_mw.stores.redis_target import RedisTarget, parse
             RedisTarget("cluster", "", hosts=(("n1", 7000), ("n2", 7001), ("::1", 7002)), password="secret"),
         ),
         ("rediss+cluster://n1", RedisTarget("cluster", "", tls=True, hosts=(("n1", 6379),))),
+        (
+            "rediss+sentinel://s1/svc?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required",
+            RedisTarget(
+                "sentinel",
+                "",
+                tls=True,
+                hosts=(("s1", 26379),),
+                service="svc",
+                tls_options=(("ssl_ca_certs", "/ca.pem"), ("ssl_cert_reqs", "required")),
+            ),
+        ),
     ],
 )
 def test_urls_name_their_deployment(url: str, expected: RedisTarget) -> None:
     target = parse(url)
-    fields = ("mode", "tls", "hosts", "service", "db", "username", "password", "sentinel_username", "sentinel_password")
+    fields = ["mode", "tls", "hosts", "service", "db", "username", "password", "sentinel_username"]
+    fields += ["sentinel_password", "tls_options"]
     assert {f: getattr(target, f) for f in fields} == {f: getattr(expected, f) for f in fields}
 
 
@@ -59,6 +71,7 @@ def test_urls_name_their_deployment(url: str, expected: RedisTarget) -> None:
         ("redis+cluster://n1:70000", "out of range"),
         ("redis+sentinel://s1/svc?timeout=3", "unknown parameter"),
         ("redis+cluster://n1?sentinel_password=x", "mean nothing for a Cluster"),
+        ("redis+cluster://n1?ssl_ca_certs=/ca.pem", "need TLS"),
     ],
 )
 def test_bad_urls_are_config_errors_that_never_show_the_password(url: str, problem: str) -> None:
