@@ -215,40 +215,46 @@ class Sentinels:
     replica: Node
     sentinels: list[Node]
     service: str = "sessions"
+    tls: Tls | None = None
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        if self.tls is None:
+            return f"redis+sentinel://{hosts}/{self.service}/0"
+        return f"rediss+sentinel://{hosts}/{self.service}/0?ssl_ca_certs={self.tls.cert}"
 
     @classmethod
-    def start(cls, service: str = "sessions") -> Sentinels:
+    def start(cls, service: str = "sessions", tls: bool = False) -> Sentinels:
         root = Path(tempfile.mkdtemp(prefix="session_mw-sentinel-"))
+        certs = Tls.make(root) if tls else None
         p_port, r_port, *s_ports = free_ports(5)
         dirs = {}
         for port in (p_port, r_port, *s_ports):
             dirs[port] = root / str(port)
             dirs[port].mkdir()
-        primary = Node(p_port, dirs[p_port], _server_args(p_port))
+        primary = Node(p_port, dirs[p_port], _server_args(p_port, tls=certs), tls=certs)
         primary.start()
-        replica = Node(r_port, dirs[r_port], _server_args(r_port, "--replicaof", "127.0.0.1", str(p_port)))
+        follow = ["--replicaof", "127.0.0.1", str(p_port)]
+        replica = Node(r_port, dirs[r_port], _server_args(r_port, *follow, tls=certs), tls=certs)
         replica.start()
         _wait(lambda: "master_link_status:up" in replica.cli("INFO", "replication"), "the replica did not sync")
         sentinels = []
         for port in s_ports:
             conf = dirs[port] / "sentinel.conf"
+            listen = f"port {port}\n" if certs is None else _sentinel_tls(port, certs)
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\n"
+                f"{listen}bind 127.0.0.1\n"
                 f"sentinel monitor {service} 127.0.0.1 {p_port} 2\n"
                 f"sentinel down-after-milliseconds {service} 1000\n"
                 f"sentinel failover-timeout {service} 5000\n"
                 f"sentinel parallel-syncs {service} 1\n",
                 encoding="utf-8",
             )
-            node = Node(port, dirs[port], [str(conf), "--sentinel"])
+            node = Node(port, dirs[port], [str(conf), "--sentinel"], tls=certs)
             node.start()
             sentinels.append(node)
-        deployment = cls(primary, replica, sentinels, service)
+        deployment = cls(primary, replica, sentinels, service, certs)
         _wait(
             lambda: (
                 all("num-other-sentinels" in s.cli("SENTINEL", "MASTER", service) for s in sentinels)
@@ -269,6 +275,13 @@ class Sentinels:
     def stop(self) -> None:
         for node in [*self.sentinels, self.replica, self.primary]:
             node.kill()
+
+
+def _sentinel_tls(port: int, certs: Tls) -> str:
+    return (
+        f"port 0\ntls-port {port}\ntls-cert-file {certs.cert}\ntls-key-file {certs.key}\n"
+        f"tls-ca-cert-file {certs.cert}\ntls-auth-clients no\ntls-replication yes\n"
+    )
 
 
 def _known_sentinels(sentinel: Node, service: str) -> int:

@@ -12,7 +12,7 @@ from session_mw import SessionConfig, StoreUnavailable
 from session_mw.stores import open_store
 from session_mw.stores.base import UNBOUNDED, Close, Load, Store
 from session_mw.testing import FakeClock, LockContract, StoreContract
-from tests.deployments import Cluster, Node, Tls, free_ports, missing_binaries
+from tests.deployments import Cluster, Node, Sentinels, Tls, free_ports, missing_binaries
 
 if missing_binaries("redis-server", "redis-cli", "openssl"):
     pytestmark = pytest.mark.skip(reason="redis-server, redis-cli and openssl are needed")
@@ -67,3 +67,22 @@ def test_a_certificate_no_trusted_ca_signed_is_refused(tls_url: str) -> None:
     with pytest.raises(StoreUnavailable, match=r"(?i)certificate|ssl"):
         store.execute(Load("ab" * 32, UNBOUNDED))
     store.execute(Close())
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel() -> Iterator[str]:
+    deployment = Sentinels.start(tls=True)
+    try:
+        yield deployment.url
+    finally:
+        deployment.stop()
+
+
+class TestRedisSentinelOverTls(StoreContract, LockContract):
+    """TLS to the sentinels and to the primary they elect."""
+
+    @pytest.fixture
+    def store(self, tls_sentinel: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
+        store = open_store(SessionConfig(store_url=tls_sentinel, key_prefix=key_prefix), clock=clock)
+        yield store
+        store.execute(Close())
