@@ -289,3 +289,17 @@ def test_a_revoke_all_refuses_the_birth_of_a_session_it_listed(
     assert store.execute(Create(digest(2), meta(now, "alice"), {"a": b"1"}, LIFE)) is None
     assert store.execute(Load(digest(2), LIFE)) is None and store.execute(SessionsOf("alice", LIFE)) == []
     assert raw.hgetall(f"{key_prefix}s:{digest(2)}") == {b"_x": b"1"} and raw.pttl(f"{key_prefix}s:{digest(2)}") > 0
+
+
+def test_a_user_with_many_sessions_is_listed_and_revoked_in_bounded_pages(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    """More sessions than a page (256): the listing reads the index with ZSCAN and the sessions
+    with HMGET pages, no single command over every entry; revoking ends them all."""
+    many = 600
+    for n in range(many):
+        store.execute(Create(digest(n), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    assert raw.zcard(f"{key_prefix}u:alice") == many
+    assert len(store.execute(SessionsOf("alice", LIFE))) == many
+    assert len(store.execute(RevokeAll("alice", LIFE))) == many
+    assert store.execute(SessionsOf("alice", LIFE)) == [] and raw.zcard(f"{key_prefix}u:alice") == 0
