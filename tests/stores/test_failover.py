@@ -179,3 +179,46 @@ def test_a_cluster_failover_costs_at_most_503s_and_loses_no_committed_session(
         assert browsers[1].post("/everywhere").json() == {"revoked": 1}
         for browser in browsers[1:]:
             browser.close()
+
+
+@pytest.fixture
+def bare_cluster() -> Iterator[Cluster]:
+    deployment = Cluster.start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def test_slots_moved_to_another_node_are_followed_by_both_clients(bare_cluster: Cluster, key_prefix: str) -> None:
+    """A third of the slots resharded under running stores (their topology now stale): MOVED is
+    followed by redis-py, so every session still loads, lists and revokes, sync and asyncio."""
+    import subprocess
+
+    from session_mw.stores.base import UNBOUNDED, Create, Load, RevokeAll, SessionsOf
+    from session_mw.testing import SyncFromAsync, meta
+
+    config = SessionConfig(store_url=bare_cluster.url, key_prefix=key_prefix)
+    sync, asynchronous = open_store(config), SyncFromAsync(open_async_store(config))
+    keys = [f"{n:064x}" for n in range(60)]
+    for key in keys:
+        sync.execute(Create(key, meta(time.time(), "alice"), {"a": b"1"}, UNBOUNDED))
+    for store in (sync, asynchronous):
+        assert all(store.execute(Load(key, UNBOUNDED)) for key in keys)  # both learn the topology
+    source, target = (n.cli("CLUSTER", "MYID") for n in bare_cluster.nodes[:2])
+    move = ["--cluster-from", source, "--cluster-to", target, "--cluster-slots", "5461", "--cluster-yes"]
+    subprocess.run(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{bare_cluster.nodes[0].port}", *move],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    try:
+        for store in (sync, asynchronous):
+            assert all(store.execute(Load(key, UNBOUNDED)) for key in keys)
+            assert len(store.execute(SessionsOf("alice", UNBOUNDED))) == len(keys)
+        assert len(asynchronous.execute(RevokeAll("alice", UNBOUNDED))) == len(keys)
+    finally:
+        for store in (sync, asynchronous):
+            store.execute(Close())
+        asynchronous.close_loop()
