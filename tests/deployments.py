@@ -199,6 +199,14 @@ class Cluster:
     def primary_ports(self) -> list[int]:
         return [n.port for n in self.nodes if "role:master" in n.cli("INFO", "replication")]
 
+    def failed_over(self, victim: Node) -> bool:
+        """A live node's view: ``victim`` is marked failed and three healthy primaries own the slots."""
+        witness = next(n for n in self.nodes if n is not victim and n.proc is not None)
+        rows = [line.split() for line in witness.cli("CLUSTER", "NODES").splitlines() if line.strip()]
+        victim_failed = any(r[1].startswith(f"127.0.0.1:{victim.port}@") and "fail" in r[2].split(",") for r in rows)
+        serving = [r for r in rows if "master" in r[2] and "fail" not in r[2] and len(r) > 8]
+        return victim_failed and len(serving) == 3
+
     def primaries(self) -> list[Node]:
         return [n for n in self.nodes if n.proc is not None and "role:master" in n.cli("INFO", "replication")]
 

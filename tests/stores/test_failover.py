@@ -51,12 +51,16 @@ def _config(url: str, **settings: Any) -> SessionConfig:
     return SessionConfig(store_url=url, **{**defaults, **settings})
 
 
-def _through_failover(request: Callable[[], httpx.Response], fail: Callable[[], None]) -> tuple[int, float]:
-    """Requests before, during and after ``fail()``: (how many 503s, the slowest answer)."""
+def _through_failover(
+    request: Callable[[], httpx.Response], fail: Callable[[], None], elected: Callable[[], bool]
+) -> tuple[int, float]:
+    """Requests before ``fail()``, during the failover until ``elected()`` says a new primary
+    serves, and after: (how many were 503s, the slowest answer)."""
     assert request().status_code == 200
     fail()
-    started, unavailable, slowest, good_in_a_row = time.monotonic(), 0, 0.0, 0
-    while good_in_a_row < 5:
+    started, unavailable, slowest, good_in_a_row, over = time.monotonic(), 0, 0.0, 0, False
+    while not (over and good_in_a_row >= 5):
+        over = over or elected()
         assert time.monotonic() - started < RECOVERY, "the app did not recover by itself"
         before = time.monotonic()
         response = request()
@@ -104,7 +108,9 @@ def test_a_sentinel_failover_costs_at_most_503s_and_loses_no_committed_session(
             assert browser.post("/login", json={"user": f"user{i}"}).status_code == 200  # WAITed for
         old: Node = sentinels.current_primary()
         unavailable, slowest = _through_failover(
-            lambda: browsers[0].get("/whoami"), old.kill if how == "kill" else old.pause
+            lambda: browsers[0].get("/whoami"),
+            old.kill if how == "kill" else old.pause,
+            lambda: sentinels.primary_port() != old.port,
         )
         print(f"sentinel {how}: {unavailable} answers were 503s; the slowest answer took {slowest:.2f} s")
         assert sentinels.primary_port() != old.port  # a new primary was elected
@@ -165,11 +171,13 @@ def test_a_cluster_failover_costs_at_most_503s_and_loses_no_committed_session(
         for i, browser in enumerate(browsers):
             assert browser.post("/cart", json={"item": f"item{i}"}).status_code == 200
             assert browser.post("/login", json={"user": f"user{i}"}).status_code == 200
-        victim = cluster.primaries()[0]
+        victim = _primary_of(cluster, browsers[0], key_prefix)  # it holds at least the first browser's session
         # requests of every browser, so some hit the failed primary's slots and some do not
         turn = iter(range(10**6))
         fail = victim.kill if how == "kill" else victim.pause
-        unavailable, slowest = _through_failover(lambda: browsers[next(turn) % len(browsers)].get("/whoami"), fail)
+        unavailable, slowest = _through_failover(
+            lambda: browsers[next(turn) % len(browsers)].get("/whoami"), fail, lambda: cluster.failed_over(victim)
+        )
         print(f"cluster {how}: {unavailable} answers were 503s; the slowest answer took {slowest:.2f} s")
         if how == "kill":
             assert victim.port not in cluster.primary_ports()
@@ -179,6 +187,23 @@ def test_a_cluster_failover_costs_at_most_503s_and_loses_no_committed_session(
         assert browsers[1].post("/everywhere").json() == {"revoked": 1}
         for browser in browsers[1:]:
             browser.close()
+
+
+def _primary_of(cluster: Cluster, browser: httpx.Client, key_prefix: str) -> Node:
+    """The primary that holds ``browser``'s session (found by its key's slot)."""
+    from redis import cluster as redis_cluster
+
+    from session_mw.tokens import Digester
+
+    token = next(c.value for c in browser.cookies.jar if c.name == "__Host-session")
+    assert token is not None
+    key = f"{key_prefix}s:{Digester()(token)}"
+    client: Any = redis_cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    try:
+        port = int(client.get_node_from_key(key).port)
+    finally:
+        client.close()
+    return next(n for n in cluster.nodes if n.port == port)
 
 
 @pytest.fixture
