@@ -82,6 +82,8 @@ class SessionConfig:
     lock_timeout: float = 10.0
     max_session_bytes: int = 262144
     replica_acks: int = 0
+    no_store_authenticated: bool = True
+    clear_site_data_on_logout: bool = False
     replica_ack_timeout: float = 0.5
 
     def __post_init__(self) -> None:
@@ -400,6 +402,8 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "lock_timeout": _seconds,
     "max_session_bytes": _count,
     "replica_acks": _count,
+    "no_store_authenticated": _flag,
+    "clear_site_data_on_logout": _flag,
     "replica_ack_timeout": _seconds,
 }
 

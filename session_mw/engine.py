@@ -345,15 +345,19 @@ class Exchange:
         return self._headers(headers, cookie)
 
     def _headers(self, headers: Headers, cookie: str | None) -> Headers:
-        vary = self.session.accessed
+        session, config = self.session, self.engine.config
+        vary = session.accessed
         if cookie is None and not vary:
             return headers
+        # never cached: a response that carries a session cookie, and (no_store_authenticated) one
+        # built from a logged-in session, so Back after a logout cannot show it from the cache
+        private = cookie is not None or (config.no_store_authenticated and session._user_id is not None)
         out: Headers = []
         merged = False
         for name, value in headers:
             lowered = name.lower()
-            if lowered == "cache-control" and cookie is not None:
-                continue  # a response that carries a session cookie is never cached: no-store replaces it
+            if lowered == "cache-control" and private:
+                continue  # no-store replaces whatever the app said
             if lowered == "vary" and vary and not merged:
                 merged = True
                 if "cookie" not in value.lower() and "*" not in value:
@@ -363,7 +367,10 @@ class Exchange:
             out.append(("Vary", "Cookie"))
         if cookie is not None:
             out.append(("Set-Cookie", cookie))
+        if private:
             out.append(("Cache-Control", "no-store"))
+        if config.clear_site_data_on_logout and session.invalidated and self.meta is not None:
+            out.append(("Clear-Site-Data", '"cache", "cookies", "storage"'))
         return out
 
     def _decide(self, status: int) -> _Decision:

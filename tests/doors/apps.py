@@ -166,6 +166,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/clear"): _clear,
     ("POST", "/note"): _note,
     ("GET", "/whoami"): _whoami,
+    ("GET", "/cached-whoami"): _whoami,
     ("POST", "/many"): _many,
     ("POST", "/store"): _store,
     ("POST", "/cached-login"): _cached_login,
@@ -180,6 +181,7 @@ MANAGED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
 PLAIN_HEADERS = {
     "/plain": {"Cache-Control": "max-age=60"},
     "/cached-login": {"Cache-Control": "public, max-age=3600", "Vary": "Accept-Encoding"},
+    "/cached-whoami": {"Cache-Control": "public, max-age=3600"},
 }
 
 
@@ -268,6 +270,7 @@ def flask_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
             return Response(result, status, headers=headers)
         response = jsonify(result)
         response.status_code = status
+        response.headers.update(headers or {})
         return response
 
     FlaskSessions(app, config=config, store=store)
