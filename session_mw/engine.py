@@ -43,6 +43,7 @@ from .stores.base import (
     ReleaseLock,
     Rotate,
     Update,
+    public_id,
 )
 from .tokens import Digester, new_token
 
@@ -296,6 +297,7 @@ class Exchange:
             self.corrupt = True
             return
         meta = self.meta = record.meta
+        assert self.key is not None  # a record came: it was loaded under this key
         self.session._fill(
             data,
             record.data,
@@ -304,7 +306,7 @@ class Exchange:
             meta.user_id,
             meta.remember,
             meta.user_agent,
-            meta.public_id or None,
+            public_id(self.key, meta),  # as the session manager's listing shows it
         )
 
     # -- closing: the writes, then the headers ---------------------------------------------

@@ -7,7 +7,6 @@ current user's sessions only; the ops CLI builds one bound to no request, for an
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SessionError
 from .stepping import Plan
-from .stores.base import Delete, Lifetime, Meta, RevokeAll, SessionsOf
+from .stores.base import Delete, Lifetime, Meta, RevokeAll, SessionsOf, public_id
 
 if TYPE_CHECKING:
     from .engine import Exchange
@@ -49,13 +48,6 @@ class SessionInfo:
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
-
-
-def public_id(key: str, meta: Meta) -> str:
-    """The id a UI shows; records of the first release have none, so theirs is a hash of the key."""
-    if meta.public_id:
-        return meta.public_id
-    return hashlib.sha256(b"session_mw public id\x00" + key.encode()).hexdigest()[:16]
 
 
 class Sessions:

@@ -23,6 +23,7 @@ Preconditions (the conformance suite in ``session_mw.testing`` checks each one):
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,13 @@ def checked_value(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     raise CorruptRecord("a session value is not bytes")
+
+
+def public_id(key: str, meta: Meta) -> str:
+    """The id a UI shows; records of the first release have none, so theirs is a hash of the key."""
+    if meta.public_id:
+        return meta.public_id
+    return hashlib.sha256(b"session_mw public id\x00" + key.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

@@ -402,3 +402,14 @@ def test_a_value_we_could_not_have_set_is_never_expired(engine: Engine) -> None:
     assert not exchange.needs_load and not exchange.presented
     exchange.session.get("x")
     assert closed(exchange, Script()) == [("Vary", "Cookie")]
+
+
+@pytest.mark.parametrize("stored_id", ["0123456789abcdef", ""])  # "": a first-release record has none
+def test_the_sessions_public_id_is_the_one_its_listing_shows(engine: Engine, stored_id: str) -> None:
+    from session_mw.manage import public_id
+
+    token = new_token(32)
+    record = stored(engine, {"x": 1}, user_id="alice", public_id=stored_id)
+    exchange = opened(engine, Script(record), token)
+    assert exchange.session.public_id == public_id(engine.digest(token), record.meta)
+    assert exchange.session.public_id and len(exchange.session.public_id) == 16
