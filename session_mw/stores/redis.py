@@ -457,8 +457,7 @@ class RedisPlans:
         now = self.clock()
         if op.meta.user_id is not None:
             yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
-        args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), *_meta_fields(op.meta), *_fields(op.data)]
-        if not (yield from self._born(self.session_key(op.key), args)):
+        if not (yield from self._born(op.key, op.meta, op.data, op.lifetime, now)):
             security_log.info("a session revoked while it was being created was not created")
 
     def on_update(self, op: base.Update) -> Plan[bool]:
@@ -482,8 +481,7 @@ class RedisPlans:
             if op.meta.user_id is not None:
                 yield from self._cleanup([("ZREM", self.user_key(op.meta.user_id), op.key)])
             return False
-        args = [_TTL_MARGIN_MS, repr(op.lifetime.ttl(op.meta, now)), *_meta_fields(op.meta), *_fields(op.data)]
-        born = yield from self._born(self.session_key(op.key), args)
+        born = yield from self._born(op.key, op.meta, op.data, op.lifetime, now)
         if op.old_user_id is not None:
             yield from self._cleanup([("ZREM", self.user_key(op.old_user_id), op.old_key)])
         return bool(born)
@@ -615,10 +613,11 @@ class RedisPlans:
         pipe.execute_command("WAIT", call.replicas, call.timeout_ms, **where)
         return pipe
 
-    def _born(self, key: str, args: list[Any]) -> Plan[int]:
+    def _born(self, digest: str, meta: Meta, data: Mapping[str, bytes], lifetime: Lifetime, now: float) -> Plan[int]:
         """The create script for a fresh session (1: born, 0: refused by a tombstone); with
         ``replica_acks``, a birth fewer replicas hold than asked is a ``StoreUnavailable``."""
-        script = Script("create", (key,), args)
+        args = [_TTL_MARGIN_MS, repr(lifetime.ttl(meta, now)), *_meta_fields(meta), *_fields(data)]
+        script = Script("create", (self.session_key(digest),), args)
         if not self.replica_acks:
             return int((yield script))
         reply, acked = yield Durable(script, self.replica_acks, self._ack_timeout_ms)
