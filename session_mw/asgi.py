@@ -54,7 +54,6 @@ class SessionMiddleware:
         self._owns_store = store is None  # a store handed in is closed by whoever made it
         self.driver = AsyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
-        self._scoped = config.cookie_path != "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -77,7 +76,7 @@ class SessionMiddleware:
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
         path: str | None = None
-        if cookie is not None and self._scoped:  # a cookie path other than /: the path the browser asked for
+        if cookie is not None and self.engine.cookies.scoped:  # the path the browser asked for
             path, root = scope["path"], scope.get("root_path", "")
             if root and not path.startswith(root):
                 path = root + path

@@ -45,6 +45,11 @@ class CookieRules:
         #: None when every request path is in scope (Path=/, the default)
         self._scope = None if path == "/" else (path, path if path.endswith("/") else path + "/")
 
+    @property
+    def scoped(self) -> bool:
+        """A cookie path other than ``/``: doors pass the request's path, for ``in_scope``."""
+        return self._scope is not None
+
     def in_scope(self, request_path: str) -> bool:
         """RFC 6265's path-match: would a browser send our cookie to ``request_path``? A cookie of
         our name sent anywhere else was set for another path: not ours to expire."""

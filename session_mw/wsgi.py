@@ -104,7 +104,7 @@ class WSGISessionMiddleware:
         """
         cookie = environ.get("HTTP_COOKIE")
         path = None
-        if cookie and self.engine.config.cookie_path != "/":  # the path the browser asked for
+        if cookie and self.engine.cookies.scoped:  # the path the browser asked for
             path = _decoded(environ.get("SCRIPT_NAME", "")) + _decoded(environ.get("PATH_INFO", ""))
         exchange = self.engine.exchange(cookie, environ.get("HTTP_USER_AGENT", ""), path)
         exchange.defer(lambda ex: self._load(ex, lock=lock))
