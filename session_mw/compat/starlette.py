@@ -58,6 +58,7 @@ class SessionMiddleware(_ServerSide):
         config: SessionConfig | None = None,
     ) -> None:
         base = config if config is not None else SessionConfig.from_env()
+        lifetime: int | None = None if max_age is _UNSET else max_age  # what the app passed
         mapped: dict[str, Any] = {
             "cookie_name": session_cookie,
             "cookie_path": path,
@@ -70,17 +71,17 @@ class SessionMiddleware(_ServerSide):
             mapped["digest_key"] = str(secret_key)
         if https_only is not None:
             mapped["cookie_secure"] = https_only
-        if max_age is not _UNSET and max_age is not None:  # the session ends max_age after it began
+        if lifetime is not None:  # the session ends max_age after it began
             # max_age <= 0 (Starlette's tests use -1): a session that has ended by the next request
-            lifetime = max_age if max_age > 0 else _AT_ONCE
-            mapped.update(absolute_timeout=lifetime, idle_timeout=min(base.idle_timeout, lifetime))
+            seconds = lifetime if lifetime > 0 else _AT_ONCE
+            mapped.update(absolute_timeout=seconds, idle_timeout=min(base.idle_timeout, seconds))
         resolved = base.replace(**mapped)
         source = "compat.starlette.SessionMiddleware"
         if https_only is False:
             warn_weaker(source, "https_only=False", "the session cookie is sent over plain http too (no Secure)")
         if same_site == "none":
             warn_weaker(source, "same_site='none'", "the session cookie is sent with cross-site requests")
-        if max_age is not _UNSET and max_age is not None and max_age > DEFAULTS.absolute_timeout:
+        if lifetime is not None and lifetime > DEFAULTS.absolute_timeout:
             warn_weaker(
                 source,
                 f"max_age={max_age}",
