@@ -128,11 +128,8 @@ def _deployment(kind: str) -> Iterator[str]:
     if missing:
         _redis_missing(f"{', '.join(missing)} not on PATH (the {kind} tests start their own deployment)")
         return
-    deployment = Sentinels.start() if kind == "sentinel" else Cluster.start()
-    try:
+    with Sentinels.start() if kind == "sentinel" else Cluster.start() as deployment:
         yield deployment.url
-    finally:
-        deployment.stop()
 
 
 @pytest.fixture(scope="session")

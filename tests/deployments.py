@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 
 def free_ports(n: int) -> list[int]:
@@ -130,8 +131,24 @@ def _server_args(port: int, *extra: str, tls: Tls | None = None) -> list[str]:
     return [*listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
 
 
+class _Running:
+    """A deployment is a context manager: stopped, whatever happened, when the block ends."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _D) -> _D:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+_D = TypeVar("_D", bound=_Running)
+
+
 @dataclass
-class Cluster:
+class Cluster(_Running):
     """Three primaries, each with ``replicas`` replicas, made by ``redis-cli --cluster create``."""
 
     nodes: list[Node] = field(default_factory=list)
@@ -216,7 +233,7 @@ class Cluster:
 
 
 @dataclass
-class Sentinels:
+class Sentinels(_Running):
     """One primary, one replica and three sentinels watching them as ``service``."""
 
     primary: Node

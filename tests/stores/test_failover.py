@@ -82,11 +82,8 @@ def _through_failover(
 
 @pytest.fixture
 def sentinels() -> Iterator[Sentinels]:
-    deployment = Sentinels.start()
-    try:
+    with Sentinels.start() as deployment:
         yield deployment
-    finally:
-        deployment.stop()
 
 
 def _wsgi_browsers(config: SessionConfig, n: int) -> tuple[list[httpx.Client], Any]:
@@ -152,11 +149,8 @@ def test_with_replica_acks_a_login_no_replica_holds_is_a_503(sentinels: Sentinel
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    deployment = Cluster.start(replicas=1)
-    try:
+    with Cluster.start(replicas=1) as deployment:
         yield deployment
-    finally:
-        deployment.stop()
 
 
 @pytest.mark.parametrize("how", ["kill", "pause"])
@@ -208,11 +202,8 @@ def _primary_of(cluster: Cluster, browser: httpx.Client, key_prefix: str) -> Nod
 
 @pytest.fixture
 def bare_cluster() -> Iterator[Cluster]:
-    deployment = Cluster.start()
-    try:
+    with Cluster.start() as deployment:
         yield deployment
-    finally:
-        deployment.stop()
 
 
 def test_slots_moved_to_another_node_are_followed_by_both_clients(bare_cluster: Cluster, key_prefix: str) -> None:

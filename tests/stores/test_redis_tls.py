@@ -39,11 +39,8 @@ def tls_node() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def tls_cluster() -> Iterator[str]:
-    cluster = Cluster.start(tls=True)
-    try:
+    with Cluster.start(tls=True) as cluster:
         yield cluster.url
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(params=["node", "cluster"])
@@ -77,11 +74,8 @@ def test_a_certificate_no_trusted_ca_signed_is_refused(tls_url: str) -> None:
 
 @pytest.fixture(scope="module")
 def tls_sentinel() -> Iterator[str]:
-    deployment = Sentinels.start(tls=True)
-    try:
+    with Sentinels.start(tls=True) as deployment:
         yield deployment.url
-    finally:
-        deployment.stop()
 
 
 class TestRedisSentinelOverTls(StoreContract, LockContract):
