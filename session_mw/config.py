@@ -25,6 +25,7 @@ from .errors import ConfigError
 
 ENV_PREFIX = "SESSION_MW_"
 SameSite = Literal["lax", "strict", "none"]
+LimitAction = Literal["revoke_oldest", "refuse"]
 #: The embedded default: a SQLite file under the working directory, shared by every worker
 #: started there (and by no other app, unlike a per-user location would be).
 DEFAULT_STORE_URL = "sqlite:///.session_mw/sessions.db"
@@ -85,6 +86,44 @@ class SessionConfig:
     no_store_authenticated: bool = True
     clear_site_data_on_logout: bool = False
     replica_ack_timeout: float = 0.5
+    #: Previous ``digest_key`` values: tokens are still found under them, and a session moves
+    #: to the current key on its next write.
+    previous_digest_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Secrets for encryption at rest (AES-GCM); the first encrypts, every one decrypts.
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Re-authentication (``session.reauthenticated()``) starts a new absolute lifetime.
+    reauth_resets_lifetime: bool = True
+    #: Rotate the token after this many seconds of use, data kept; None: only on login/regenerate.
+    renew_interval: float | None = None
+    #: Seconds a just-rotated token still reads its session (read-only) for requests in flight.
+    rotation_grace: float = 0.0
+    #: Bind a session to its User-Agent (a digest); a mismatch ends it.
+    bind_user_agent: bool = False
+    #: Bind a session to its client address prefix (``bind_ipv4_prefix``/``bind_ipv6_prefix`` bits).
+    bind_client_ip: bool = False
+    bind_ipv4_prefix: int = 24
+    bind_ipv6_prefix: int = 64
+    #: A header that carries the client address (``X-Forwarded-For``), set by a proxy you trust;
+    #: None: the socket's peer address. ``trusted_proxies`` hops are counted from the right.
+    client_ip_header: str | None = None
+    trusted_proxies: int = 1
+    #: At most this many live sessions per user (0: no limit); what the next login does.
+    max_sessions_per_user: int = 0
+    session_limit_action: LimitAction = "revoke_oldest"
+    #: Unknown tokens from one client address within ``guess_window`` seconds that raise a
+    #: ``token_guessing`` security event.
+    guess_threshold: int = 20
+    guess_window: float = 60.0
+    #: Check a synchronizer token on unsafe methods of cookie-authenticated requests.
+    csrf_protect: bool = False
+    csrf_header: str = "X-CSRF-Token"
+    csrf_field: str = "csrf_token"
+    #: Also accept the token from this request header (``Authorization`` takes ``Session <token>``);
+    #: a new token goes back in ``token_response_header``. None: cookies only.
+    token_header: str | None = None
+    token_response_header: str = "Session-Token"
+    #: Read and set the session cookie (off: the header transport only, for APIs).
+    cookie_transport: bool = True
 
     def __post_init__(self) -> None:
         given = {name: getattr(self, name) for name in _COERCERS}
@@ -138,6 +177,38 @@ class SessionConfig:
             raise fail("replica_acks", "must be between 0 (do not wait) and 64 replicas")
         if not 0 < self.replica_ack_timeout <= 60:
             raise fail("replica_ack_timeout", "must be more than 0 and at most 60 seconds")
+        self._check_security(fail)
+
+    def _check_security(self, fail: Callable[[str, str], ConfigError]) -> None:
+        for name in ("previous_digest_keys", "encryption_keys"):
+            if any(len(secret) < 16 for secret in getattr(self, name)):
+                raise fail(name, "entries must each be a secret of at least 16 characters")
+        if self.previous_digest_keys and not self.digest_key:
+            raise fail("previous_digest_keys", "needs digest_key (the current secret) to be set")
+        if self.renew_interval is not None and self.renew_interval <= 0:
+            raise fail("renew_interval", "must be a positive number of seconds (or unset)")
+        if not 0 <= self.rotation_grace <= 60:
+            raise fail("rotation_grace", "must be between 0 (off) and 60 seconds")
+        if not 0 <= self.bind_ipv4_prefix <= 32:
+            raise fail("bind_ipv4_prefix", "must be between 0 and 32 bits")
+        if not 0 <= self.bind_ipv6_prefix <= 128:
+            raise fail("bind_ipv6_prefix", "must be between 0 and 128 bits")
+        if self.trusted_proxies < 1:
+            raise fail("trusted_proxies", "must be at least 1 (the proxy that set client_ip_header)")
+        if self.max_sessions_per_user < 0:
+            raise fail("max_sessions_per_user", "must be 0 (no limit) or a positive number")
+        if self.session_limit_action not in get_args(LimitAction):
+            raise fail("session_limit_action", "must be 'revoke_oldest' or 'refuse'")
+        if self.guess_threshold < 1:
+            raise fail("guess_threshold", "must be at least 1")
+        if self.guess_window <= 0:
+            raise fail("guess_window", "must be a positive number of seconds")
+        for name in ("csrf_header", "csrf_field", "token_response_header", "client_ip_header", "token_header"):
+            value = getattr(self, name)
+            if value is not None and not _COOKIE_NAME.fullmatch(value):
+                raise fail(name, "must be a header or field name (letters, digits and !#$%&'*+.^_`|~-)")
+        if not self.cookie_transport and self.token_header is None:
+            raise fail("cookie_transport", "can be off only with token_header set (else no token arrives)")
 
     def _check_touch_interval(self, fail: Callable[[str, str], ConfigError]) -> None:
         """Throttled touches may lag by up to one interval; idle/10 keeps the 90 % promise."""
@@ -254,10 +325,13 @@ def _invalid(name: str, value: object, problem: str) -> ConfigError:
 
 def _shown(name: str, value: object) -> str:
     """The value for an error message: one line, not too long, secrets masked."""
-    if name == "digest_key":
+    if name in _SECRETS:
         return "<hidden>"
     text = repr(_redact(name, value)).replace("\n", "\\n")
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
+
+
+_SECRETS = frozenset({"digest_key", "previous_digest_keys", "encryption_keys"})
 
 
 def warn_weaker(source: str, setting: str, why: str) -> None:
@@ -378,6 +452,18 @@ def _paths(name: str, value: object) -> tuple[str, ...]:
     return tuple(text for item in items if (text := str(item).strip()))
 
 
+def _secrets(name: str, value: object) -> tuple[str, ...]:
+    """Like ``_paths`` (comma-separated or a sequence), but a bad value's message never shows it."""
+    try:
+        return _paths(name, value)
+    except _SettingError:
+        raise _SettingError(f"{name} must be a comma-separated string or a sequence of strings", name) from None
+
+
+def _lowered(name: str, value: object) -> str:
+    return _text(name, value).lower()
+
+
 _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "store_url": _text,
     "cookie_name": _text,
@@ -405,6 +491,27 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "no_store_authenticated": _flag,
     "clear_site_data_on_logout": _flag,
     "replica_ack_timeout": _seconds,
+    "previous_digest_keys": _secrets,
+    "encryption_keys": _secrets,
+    "reauth_resets_lifetime": _flag,
+    "renew_interval": _optional_seconds,
+    "rotation_grace": _seconds,
+    "bind_user_agent": _flag,
+    "bind_client_ip": _flag,
+    "bind_ipv4_prefix": _count,
+    "bind_ipv6_prefix": _count,
+    "client_ip_header": _optional_text,
+    "trusted_proxies": _count,
+    "max_sessions_per_user": _count,
+    "session_limit_action": _lowered,
+    "guess_threshold": _count,
+    "guess_window": _seconds,
+    "csrf_protect": _flag,
+    "csrf_header": _text,
+    "csrf_field": _text,
+    "token_header": _optional_text,
+    "token_response_header": _text,
+    "cookie_transport": _flag,
 }
 
 #: Every default, for code that compares a setting with it (the migration shims).

@@ -12,10 +12,13 @@ Preconditions (the conformance suite in ``session_mw.testing`` checks each one):
   record that is expired by the *current* lifetime is None (garbage collection removes it);
   one that does not decode (wrong types, non-finite times, bad bytes) is None and dropped.
 - ``Create``: a new session under a fresh key (nothing else may be there).
-- ``Update``: only if ``op.key`` is live: the changed and removed keys, ``remember``
+- ``Update``: only if ``op.key`` is live and not retired: the changed and removed keys, ``remember``
   when given, and a touch; returns whether it applied.
-- ``Rotate``: only if ``op.old_key`` is live: the old key dies and the new key is
-  created with the full data, in one atomic step; returns whether it applied.
+- ``Rotate``: only if ``op.old_key`` is live and not retired: the old key dies and the new key
+  is created with the full data, in one atomic step; returns whether it applied. With
+  ``grace > 0`` the old key is retired instead of dying: for ``grace`` seconds a ``Load`` of it
+  returns the record as it was, with ``meta.retired_until`` set, never touched; ``Update`` and
+  ``Rotate`` of it are refused; ``Delete`` and ``RevokeAll`` end it; ``SessionsOf`` never lists it.
 - ``Delete``: idempotent.
 - ``SessionsOf``: the user's live sessions; stale or undecodable index
   entries are never returned.
@@ -55,6 +58,16 @@ class Meta:
     remember: bool = False
     #: What a UI shows and ``revoke`` takes: random, never derived from the token or the store key.
     public_id: str = ""
+    #: When the user last proved a credential (a login or a re-authentication); 0: never.
+    authenticated_at: float = 0.0
+    #: When this key's token was issued (its birth by a create or a rotate); 0: a record written
+    #: before this field existed, whose token is as old as ``created_at`` says at most.
+    issued_at: float = 0.0
+    #: A digest of what the session is bound to (User-Agent, client address prefix); "": unbound.
+    binding: str = ""
+    #: Set by the store on the old record of a rotate with a grace window: until then the old
+    #: token still reads the session as it was (read-only); 0: a current record.
+    retired_until: float = 0.0
 
 
 def checked_meta(
@@ -65,10 +78,15 @@ def checked_meta(
     user_agent: object,
     remember: object,
     public_id: object = None,
+    authenticated_at: object = None,
+    issued_at: object = None,
+    binding: object = None,
+    retired_until: object = None,
 ) -> Meta:
     """A ``Meta`` from a store's raw fields, or ``CorruptRecord``: every store decodes through here."""
     times = []
-    for value in (created_at, last_seen, absolute_deadline):
+    optional = tuple(0.0 if v in (None, b"", "") else v for v in (authenticated_at, issued_at, retired_until))
+    for value in (created_at, last_seen, absolute_deadline, *optional):
         if isinstance(value, bytes):
             value = value.decode("ascii", "replace")
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -88,6 +106,10 @@ def checked_meta(
         _text_or_none(user_agent) or "",
         _flag(remember),
         _text_or_none(public_id) or "",
+        times[3],
+        times[4],
+        _text_or_none(binding) or "",
+        times[5],
     )
 
 
@@ -252,6 +274,8 @@ class Rotate(Op[bool]):
     data: Mapping[str, bytes]
     lifetime: Lifetime
     old_user_id: str | None = None
+    #: Seconds the old key stays readable (retired, read-only) for requests already in flight.
+    grace: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
