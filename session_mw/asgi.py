@@ -9,13 +9,15 @@ only translates ASGI to the engine's plans and back; ``AsyncDriver`` runs them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from .config import SessionConfig
+from .csrf import MAX_FORM_BODY, form_field, is_form
 from .drivers import STATE_KEY, AsyncDriver, AsyncSessionManager, request_manager
-from .engine import Answer, Engine
+from .engine import SAFE_METHODS, Answer, Engine, Exchange
 from .errors import ConfigError, SessionError
+from .events import Listener
 from .session import Session
 from .stores import open_async_store
 from .stores.base import AsyncStore
@@ -36,6 +38,7 @@ class SessionMiddleware:
     ``app.add_middleware(SessionMiddleware, config=SessionConfig.from_env())``; ``store``
     and ``engine`` replace the ones built from ``config`` (tests, custom stores). The store
     is checked at the ASGI lifespan start-up, so a store that cannot work stops the app there.
+    ``listeners`` and ``account_active`` are the engine's (security events, disabled accounts).
     """
 
     def __init__(
@@ -45,15 +48,22 @@ class SessionMiddleware:
         *,
         store: AsyncStore | None = None,
         engine: Engine | None = None,
+        listeners: Iterable[Listener] = (),
+        account_active: Callable[[str], bool] | None = None,
     ) -> None:
         config = config or SessionConfig()
         self.app = app
         self.config = config
-        self.engine = engine or Engine(config)
+        self.engine = engine or Engine(config, listeners=listeners, account_active=account_active)
         self.store = store if store is not None else open_async_store(config)
         self._owns_store = store is None  # a store handed in is closed by whoever made it
         self.driver = AsyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
+        engine_config = self.engine.config
+        self._token_header = self.engine.token_header.encode("latin-1") if self.engine.token_header else None
+        forwarded = engine_config.client_ip_header
+        self._forwarded = forwarded.lower().encode("latin-1") if forwarded else None
+        self._csrf = engine_config.csrf_protect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -69,18 +79,34 @@ class SessionMiddleware:
             return
         cookie: str | None = None
         user_agent = ""
+        token_header, forwarded_header = self._token_header, self._forwarded
+        carried: str | None = None
+        forwarded: str | None = None
         for name, value in scope["headers"]:
             if name == b"cookie":
                 text = value.decode("latin-1")
                 cookie = text if cookie is None else f"{cookie}; {text}"
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
+            elif name == token_header:
+                carried = value.decode("latin-1")
+            elif name == forwarded_header:
+                text = value.decode("latin-1")
+                forwarded = text if forwarded is None else f"{forwarded}, {text}"
         path: str | None = None
         if cookie is not None and self.engine.cookies.scoped:  # the path the browser asked for
             path, root = scope["path"], scope.get("root_path", "")
             if root and not path.startswith(root):
                 path = root + path
-        exchange = self.engine.exchange(cookie, user_agent, path)
+        peer = scope.get("client")
+        exchange = self.engine.exchange(
+            cookie,
+            user_agent,
+            path,
+            client=peer[0] if peer else "",
+            forwarded=forwarded,
+            header_value=carried,
+        )
         driver = self.driver
         if exchange.needs_load:
             try:
@@ -90,6 +116,12 @@ class SessionMiddleware:
                     await driver.run(exchange.releasing())
                 raise
             if answer is not None:
+                await _send_answer(scope, send, answer)
+                return
+        if self._csrf and kind == "http" and scope["method"] not in SAFE_METHODS:
+            answer, receive = await _csrf_check(scope, receive, exchange)
+            if answer is not None:
+                await driver.run(exchange.releasing())
                 await _send_answer(scope, send, answer)
                 return
         scope["session"] = exchange.session
@@ -153,6 +185,56 @@ class SessionMiddleware:
             await send(message)
 
         return send_checked
+
+
+async def _csrf_check(scope: Scope, receive: Receive, exchange: Exchange) -> tuple[Answer | None, Receive]:
+    """The CSRF check of an unsafe request: its answer (None: go on) and the ``receive`` to pass
+    on (the body replayed, when a form had to be read for its token field)."""
+    config = exchange.engine.config
+    wanted = config.csrf_header.lower().encode("latin-1")
+    headers: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in (b"origin", b"sec-fetch-site", b"host", b"content-type", wanted) and name not in headers:
+            headers[name] = value.decode("latin-1")
+    verdict = exchange.csrf_gate(
+        scope["method"], headers.get(b"origin"), headers.get(b"sec-fetch-site"), headers.get(b"host"), scope["scheme"]
+    )
+    if verdict == "refuse":
+        return exchange.engine.csrf_refused, receive
+    if verdict == "pass":
+        return None, receive
+    submitted = headers.get(wanted)
+    content_type = headers.get(b"content-type")
+    if submitted is None and is_form(content_type):
+        assert content_type is not None
+        body, receive = await _buffered(receive)
+        if body is not None:
+            submitted = form_field(body, content_type, config.csrf_field)
+    return exchange.csrf_answer(submitted), receive
+
+
+async def _buffered(receive: Receive) -> tuple[bytes | None, Receive]:
+    """Read the whole body (None past ``MAX_FORM_BODY``) and a ``receive`` that replays it."""
+    messages: list[Any] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > MAX_FORM_BODY or not message.get("more_body", False):
+            break
+    complete = messages[-1]["type"] == "http.request" and not messages[-1].get("more_body", False)
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+    pending = list(messages)
+
+    async def replay() -> Any:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return (body if complete and size <= MAX_FORM_BODY else None), replay
 
 
 async def _send_answer(scope: Scope, send: Send, answer: Answer) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from .config import DEFAULT_STORE_URL, ENV_PREFIX, SessionConfig
 from .drivers import SessionManager, SyncDriver
 from .errors import ConfigError, StoreError, StoreUnavailable
+from .events import SecurityEvents
 from .manage import Sessions
 from .stores import Store, open_store
 from .stores.base import UNBOUNDED, Close, Delete, Meta, SessionsOf
@@ -243,7 +244,7 @@ def _config(args: argparse.Namespace, environ: dict[str, str]) -> SessionConfig:
 def _manager(ops: Ops) -> SessionManager:
     # unbounded: the store's own expiry already reflects the app's idle timeout, which this
     # process may not know; the absolute deadline (stored in each session) still applies
-    return SessionManager(SyncDriver(ops.store), Sessions(UNBOUNDED))
+    return SessionManager(SyncDriver(ops.store), Sessions(UNBOUNDED, events=SecurityEvents(None)))
 
 
 def cmd_stats(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -121,7 +121,7 @@ class SessionConfig:
     #: Also accept the token from this request header (``Authorization`` takes ``Session <token>``);
     #: a new token goes back in ``token_response_header``. None: cookies only.
     token_header: str | None = None
-    token_response_header: str = "Session-Token"
+    token_response_header: str = "Session-Token"  # noqa: S105 - a header name, not a secret
     #: Read and set the session cookie (off: the header transport only, for APIs).
     cookie_transport: bool = True
 

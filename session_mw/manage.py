@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import SessionError
+from .events import SecurityEvents
 from .stepping import Plan
 from .stores.base import Delete, Lifetime, Meta, RevokeAll, SessionsOf, public_id
 
@@ -53,9 +54,23 @@ def _utc(ts: float) -> datetime:
 class Sessions:
     """The plans behind a session manager, bound to a request's ``Exchange`` (or to none: the CLI)."""
 
-    def __init__(self, lifetime: Lifetime, exchange: Exchange | None = None) -> None:
+    def __init__(
+        self, lifetime: Lifetime, exchange: Exchange | None = None, events: SecurityEvents | None = None
+    ) -> None:
         self._lifetime = lifetime
         self._exchange = exchange
+        self._events = events if events is not None or exchange is None else exchange.engine.events
+
+    def _report(self, kind: str, keys: list[str], user: str, detail: str = "") -> None:
+        """A revocation by the user (through a request) or by an operator (no request: the CLI, an admin)."""
+        events = self._events
+        if events is None:
+            return
+        client = self._exchange.client if self._exchange is not None else ""
+        if self._exchange is None:
+            kind, detail = "revoked_by_admin", detail or kind
+        for key in keys:
+            events.emit(kind, key, user, client, detail)
 
     def _user(self, user_id: str | None) -> str | None:
         exchange = self._exchange
@@ -105,6 +120,7 @@ class Sessions:
         for key, meta in (yield from self._rows(user)):
             if hmac.compare_digest(public_id(key, meta).encode(), session_id.encode()):
                 yield Delete(key, user)
+                self._report("revoked", [key], user)
                 self._end_current([key])
                 return True
         return False
@@ -116,6 +132,7 @@ class Sessions:
             return 0
         current = self._current_key()
         doomed: list[str] = yield RevokeAll(user, self._lifetime, current if except_current else None)
+        self._report("revoked_all", doomed, user)
         self._end_current(doomed)
         return len(doomed)
 

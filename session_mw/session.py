@@ -8,6 +8,7 @@ one loaded, so ``session["cart"].append(x)`` is saved with no extra ceremony.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,11 @@ class Session(dict[str, Any]):
     """The session of one request: its data plus the app's intents for it."""
 
     __slots__ = (
+        "_authenticated_at",
+        "_cleared",
+        "_clock",
         "_created_at",
+        "_csrf",
         "_invalidated",
         "_last_seen",
         "_loaded",
@@ -28,6 +33,7 @@ class Session(dict[str, Any]):
         "_login",
         "_new",
         "_public_id",
+        "_reauth",
         "_regenerate",
         "_remember",
         "_remember_default",
@@ -65,6 +71,11 @@ class Session(dict[str, Any]):
         self._loaded: Mapping[str, bytes] = loaded or {}
         self._loader: Callable[[Session], None] | None = None
         self._public_id: str | None = None
+        self._authenticated_at: float | None = None
+        self._reauth = False
+        self._cleared = False
+        self._clock: Callable[[], float] = time.time
+        self._csrf: Callable[[], str] | None = None
 
     def _use(self) -> None:
         """Every read and write passes here: mark the session used, and load it on first use."""
@@ -102,9 +113,11 @@ class Session(dict[str, Any]):
         remember: bool,
         user_agent: str,
         public_id: str | None = None,
+        authenticated_at: float = 0.0,
     ) -> None:
         dict.update(self, data)
         self._public_id = public_id
+        self._authenticated_at = authenticated_at or None
         self._loaded = loaded
         self._new = False
         self._created_at = created_at
@@ -142,6 +155,43 @@ class Session(dict[str, Any]):
         self._use()
         return self._last_seen
 
+    @property
+    def authenticated_at(self) -> float | None:
+        """When the user last proved a credential (the login or ``reauthenticated()``); None when
+        no user is logged in. Activity never moves it."""
+        self._use()
+        return self._authenticated_at if self._user_id is not None else None
+
+    def requires_reauth(self, max_age: float) -> bool:
+        """True when a sensitive action should ask for the credential again: no user is logged in,
+        or the last proof is older than ``max_age`` seconds."""
+        at = self.authenticated_at
+        return at is None or self._clock() - at > max_age
+
+    def reauthenticated(self) -> None:
+        """The user just proved a credential again (a password, a second factor): the token is
+        regenerated and ``authenticated_at`` is now (and, with ``reauth_resets_lifetime``, the
+        absolute lifetime starts again)."""
+        self._use()
+        if self._user_id is None:
+            raise RuntimeError("reauthenticated() needs a logged-in session (call login() first)")
+        self._reauth = True
+        self._authenticated_at = self._clock()
+        self.regenerate()
+
+    @property
+    def reauth_requested(self) -> bool:
+        return self._reauth
+
+    @property
+    def csrf_token(self) -> str:
+        """This session's synchronizer token for forms and ``X-CSRF-Token``: derived from the
+        session token, so it changes whenever the token does (a login, a regenerate)."""
+        self._use()
+        if self._csrf is None:
+            raise RuntimeError("csrf_token needs the session middleware (this session has no token source)")
+        return self._csrf()
+
     # -- intents -------------------------------------------------------------------
 
     def regenerate(self) -> None:
@@ -161,9 +211,12 @@ class Session(dict[str, Any]):
         self._use()
         dict.clear(self)
         self._invalidated = True
+        self._cleared = False
         self._regenerate = False
         self._login = False
+        self._reauth = False
         self._user_id = None
+        self._authenticated_at = None
         self._remember = self._remember_default  # a new session after a logout, with the default
         self.modified = True
 
@@ -180,6 +233,7 @@ class Session(dict[str, Any]):
             dict.clear(self)
         self._user_id = user_id
         self._login = True
+        self._authenticated_at = self._clock()
         self.regenerate()
 
     @property
@@ -338,6 +392,11 @@ class Session(dict[str, Any]):
     def clear(self) -> None:
         """Empty the session completely, login included: the Flask and Starlette logout idiom."""
         self.invalidate()
+        self._cleared = True
+
+    @property
+    def cleared(self) -> bool:
+        return self._cleared
 
     # -- for the engine ------------------------------------------------------------
 

@@ -8,6 +8,7 @@ door, run by ``SyncDriver``. The store is checked when the middleware is built.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -15,9 +16,11 @@ from types import TracebackType
 from typing import Any
 
 from .config import SessionConfig
+from .csrf import MAX_FORM_BODY, form_field, is_form
 from .drivers import STATE_KEY, SessionManager, SyncDriver, request_manager
-from .engine import Answer, Engine, Exchange
+from .engine import SAFE_METHODS, Answer, Engine, Exchange
 from .errors import SessionError
+from .events import Listener
 from .session import Session
 from .stores import open_store
 from .stores.base import Store
@@ -42,13 +45,21 @@ class WSGISessionMiddleware:
         store: Store | None = None,
         engine: Engine | None = None,
         check: bool = True,
+        listeners: Iterable[Listener] = (),
+        account_active: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.config = config = config or SessionConfig()
-        self.engine = engine or Engine(config)
+        self.engine = engine or Engine(config, listeners=listeners, account_active=account_active)
         self.store = store if store is not None else open_store(config)
         self.driver = SyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
+        engine_config = self.engine.config
+        token_header = self.engine.token_header
+        self._token_key = "HTTP_" + token_header.upper().replace("-", "_") if token_header else None
+        forwarded = engine_config.client_ip_header
+        self._forwarded_key = "HTTP_" + forwarded.upper().replace("-", "_") if forwarded else None
+        self._csrf = engine_config.csrf_protect
         if check:
             self.driver.check()  # a store that cannot work at all fails here, not on the first request
 
@@ -58,6 +69,17 @@ class WSGISessionMiddleware:
             return self.app(environ, start_response)
         exchange = self.open(environ)
         driver = self.driver
+        if self._csrf and environ.get("REQUEST_METHOD", "GET") not in SAFE_METHODS:
+            try:
+                refusal = self._csrf_check(environ, exchange)
+            except SessionError as exc:  # the load the check needed failed
+                refusal = self.engine.answer_for(exc, report=exc is not exchange.failure)
+                if refusal is None:
+                    raise
+            if refusal is not None:
+                driver.run(exchange.releasing())
+                start_response(refusal.status_line, refusal.headers)
+                return [refusal.body]
         replaced: list[Answer] = []
         started: list[bool] = []
 
@@ -106,11 +128,52 @@ class WSGISessionMiddleware:
         path = None
         if cookie and self.engine.cookies.scoped:  # the path the browser asked for
             path = _decoded(environ.get("SCRIPT_NAME", "")) + _decoded(environ.get("PATH_INFO", ""))
-        exchange = self.engine.exchange(cookie, environ.get("HTTP_USER_AGENT", ""), path)
+        exchange = self.engine.exchange(
+            cookie,
+            environ.get("HTTP_USER_AGENT", ""),
+            path,
+            client=environ.get("REMOTE_ADDR", ""),
+            forwarded=environ.get(self._forwarded_key) if self._forwarded_key else None,
+            header_value=environ.get(self._token_key) if self._token_key else None,
+        )
         exchange.defer(lambda ex: self._load(ex, lock=lock))
         environ[SESSION_KEY] = exchange.session
         environ[STATE_KEY] = (self.driver, exchange)
         return exchange
+
+    def _csrf_check(self, environ: dict[str, Any], exchange: Exchange) -> Answer | None:
+        """The CSRF check of an unsafe request (loading the session if it must), before the app runs.
+
+        A form read for its token field is put back as ``wsgi.input``, for the app to read again.
+        """
+        config = self.engine.config
+        if exchange.needs_load and exchange.session.pending:
+            exchange.session.mark_accessed()  # the check needs to know whether a live session came
+        scheme = environ.get("wsgi.url_scheme", "http")
+        verdict = exchange.csrf_gate(
+            environ["REQUEST_METHOD"],
+            environ.get("HTTP_ORIGIN"),
+            environ.get("HTTP_SEC_FETCH_SITE"),
+            environ.get("HTTP_HOST"),
+            scheme,
+        )
+        if verdict == "refuse":
+            return self.engine.csrf_refused
+        if verdict == "pass":
+            return None
+        submitted = environ.get("HTTP_" + config.csrf_header.upper().replace("-", "_"))
+        content_type = environ.get("CONTENT_TYPE")
+        if submitted is None and is_form(content_type):
+            assert content_type is not None
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if 0 <= length <= MAX_FORM_BODY:
+                body = environ["wsgi.input"].read(length) if length else b""
+                environ["wsgi.input"] = io.BytesIO(body)
+                submitted = form_field(body, content_type, config.csrf_field)
+        return exchange.csrf_answer(submitted)
 
     def _load(self, exchange: Exchange, *, lock: bool = True) -> None:
         if self.driver.run(exchange.opening(lock=lock)) is not None:

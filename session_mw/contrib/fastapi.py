@@ -14,15 +14,17 @@ the same names (``session_mw_idle_timeout: int = 1800``) with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 try:
-    from fastapi import Depends, Request
+    from fastapi import Depends, HTTPException, Request
 except ImportError as exc:
     raise ImportError("session_mw.contrib.fastapi needs FastAPI: pip install 'session_mw[fastapi]'") from exc
 
 from ..asgi import session_manager, session_of
 from ..drivers import AsyncSessionManager
+from ..engine import NOT_LOGGED_IN, REAUTH_NEEDED
 from ..session import Session
 
 
@@ -34,7 +36,25 @@ def get_session_manager(request: Request) -> AsyncSessionManager:
     return session_manager(request)
 
 
+def recent_auth(max_age: float) -> Callable[[Request], Session]:
+    """A dependency for sensitive actions: 401 when no user is logged in, 403 when the last proof
+    of a credential is older than ``max_age`` seconds; otherwise the session.
+
+        @app.post("/password", dependencies=[Depends(recent_auth(300))])
+    """
+
+    def dependency(request: Request) -> Session:
+        session = session_of(request)
+        if session.user_id is None:
+            raise HTTPException(401, NOT_LOGGED_IN.strip(), headers={"Cache-Control": "no-store"})
+        if session.requires_reauth(max_age):
+            raise HTTPException(403, REAUTH_NEEDED.strip(), headers={"Cache-Control": "no-store"})
+        return session
+
+    return dependency
+
+
 CurrentSession = Annotated[Session, Depends(get_session)]
 SessionControl = Annotated[AsyncSessionManager, Depends(get_session_manager)]
 
-__all__ = ["CurrentSession", "SessionControl", "get_session", "get_session_manager"]
+__all__ = ["CurrentSession", "SessionControl", "get_session", "get_session_manager", "recent_auth"]

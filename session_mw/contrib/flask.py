@@ -15,12 +15,13 @@ same door as any WSGI app; its ``SessionInterface`` only hands Flask the middlew
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 try:
     from flask import Flask, Request, Response, current_app
@@ -31,14 +32,18 @@ except ImportError as exc:
 
 from ..config import DEFAULTS, SessionConfig, warn_weaker
 from ..drivers import SessionManager
-from ..engine import Answer, Engine, Exchange
+from ..engine import NOT_LOGGED_IN, REAUTH_NEEDED, Answer, Engine, Exchange
 from ..errors import SessionBusy, SessionError, StoreUnavailable
+from ..events import Listener
 from ..session import Session
 from ..stores import open_store
 from ..stores.base import Store
 from ..wsgi import SESSION_KEY, STATE_KEY, WSGISessionMiddleware
 from ..wsgi import session_manager as _environ_manager
 from .flask_serializer import FlaskSerializer
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _FLASK_LIFETIME_DEFAULT = timedelta(days=31)
 log = logging.getLogger("session_mw")
@@ -235,15 +240,31 @@ class ServerSideSessionInterface(SessionInterface):
 class FlaskSessions:
     """The Flask extension. Settings come from ``app.config`` (see ``config_from_flask``)."""
 
-    def __init__(self, app: Flask | None = None, *, config: SessionConfig | None = None, store: Store | None = None):
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        config: SessionConfig | None = None,
+        store: Store | None = None,
+        listeners: Iterable[Listener] = (),
+        account_active: Callable[[str], bool] | None = None,
+    ):
         self._config = config
         self._store = store
+        self._listeners = tuple(listeners)
+        self._account_active = account_active
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         config = self._config or config_from_flask(app.config)
-        engine = Engine(config, serializer=FlaskSerializer(), session_class=FlaskSession)
+        engine = Engine(
+            config,
+            serializer=FlaskSerializer(),
+            session_class=FlaskSession,
+            listeners=self._listeners,
+            account_active=self._account_active,
+        )
         store = self._store if self._store is not None else _flask_session_store(app.config, config)
         middleware = WSGISessionMiddleware(app.wsgi_app, config, store=store, engine=engine)
         cast(Any, app).wsgi_app = middleware  # Flask's documented way to add WSGI middleware
@@ -281,6 +302,26 @@ def session_manager() -> SessionManager:
     return _environ_manager(flask_request.environ)
 
 
+def recent_auth_required(max_age: float) -> Callable[[Callable[P, T]], Callable[P, T | Response]]:
+    """A view decorator for sensitive actions: 401 when no user is logged in, 403 when the last
+    proof of a credential is older than ``max_age`` seconds (``session.reauthenticated()`` after
+    asking for the password again clears it). The same answers as the FastAPI dependency."""
+
+    def decorate(view: Callable[P, T]) -> Callable[P, T | Response]:
+        @functools.wraps(view)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> T | Response:
+            session = current_session()
+            if session.user_id is None:
+                return Response(NOT_LOGGED_IN, 401, {"Cache-Control": "no-store"}, content_type="text/plain")
+            if session.requires_reauth(max_age):
+                return Response(REAUTH_NEEDED, 403, {"Cache-Control": "no-store"}, content_type="text/plain")
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
 def current_session() -> FlaskSession:
     """``flask.session`` typed as our session (for ``user_id``, ``regenerate()``, ``invalidate()``)."""
     from flask.globals import request_ctx
@@ -297,5 +338,6 @@ __all__ = [
     "ServerSideSessionInterface",
     "config_from_flask",
     "current_session",
+    "recent_auth_required",
     "session_manager",
 ]

@@ -311,15 +311,30 @@ def test_a_store_outage_is_a_503_at_the_load_and_at_the_save(engine: Engine) -> 
     assert isinstance(result, Answer) and result.status == 503
 
 
-def test_a_lock_held_elsewhere_is_a_503_busy_after_backing_off(clock: FakeClock) -> None:
+def test_a_lock_held_elsewhere_past_the_timeout_lets_reads_and_a_logout_through_but_no_write(
+    clock: FakeClock,
+) -> None:
     engine = Engine(CONFIG.replace(locking=True, lock_timeout=0.2), clock=clock)
-    script = Script(stored(engine, {"x": 1}))
+    script = Script(stored(engine, {"x": 1}, user_id="alice"))
     script.locked = True
-    exchange = engine.exchange(cookie(new_token(32)))
-    answer = run(exchange.opening(), script)
-    assert answer is engine.busy
+
+    def contended() -> Exchange:
+        exchange = engine.exchange(cookie(new_token(32)))
+        assert run(exchange.opening(), script) is None and not exchange.holds_lock
+        return exchange
+
+    reader = contended()
     pauses = [op for op in script.ops if isinstance(op, Pause)]
-    assert sum(p.seconds for p in pauses) == pytest.approx(0.2) and not any(isinstance(o, Load) for o in script.ops)
+    assert sum(p.seconds for p in pauses) == pytest.approx(0.2) and isinstance(script.ops[-1], Load)
+    assert reader.session["x"] == 1 and isinstance(run(reader.closing(200, []), script), list)
+    writer = contended()
+    writer.session["x"] = 2
+    assert run(writer.closing(200, []), script) is engine.busy and script.writes() == []
+    logout = contended()
+    logout.session.invalidate()
+    headers = run(logout.closing(303, []), script)
+    assert isinstance(headers, list) and [type(op) for op in script.writes()] == [Delete]
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
 
 
 def test_a_held_lock_is_released_after_the_save(clock: FakeClock) -> None:

@@ -7,6 +7,7 @@ Each test drives the real ASGI or WSGI interface with a sync HTTP client; the st
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -241,7 +242,10 @@ def test_locking_serializes_the_requests_of_one_session(
         made.close()
 
 
-def test_a_lock_held_too_long_gives_503_busy(door: str, store_url: str, key_prefix: str) -> None:
+def test_a_lock_held_too_long_serves_reads_refuses_writes_and_never_blocks_a_logout(
+    door: str, store_url: str, key_prefix: str
+) -> None:
+    """#11 item 10: a token holder's slow request cannot hold a logout hostage."""
     config = SessionConfig(store_url=store_url, key_prefix=key_prefix, locking=True, lock_timeout=0.2)
     store = open_async_store(config) if door == "asgi" else open_store(config)
     made = Clients(door, DOORS[door](config, store, Engine(config)))
@@ -251,7 +255,7 @@ def test_a_lock_held_too_long_gives_503_busy(door: str, store_url: str, key_pref
         assert token
         inside, go_on = threading.Event(), threading.Event()
 
-        def hold() -> None:  # the first request holds the lock until the second has given up
+        def hold() -> None:  # the first request holds the lock while the others run
             inside.set()
             assert go_on.wait(10)
 
@@ -259,10 +263,18 @@ def test_a_lock_held_too_long_gives_503_busy(door: str, store_url: str, key_pref
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(first.post, "/race", json={"item": "x"}, headers=cookie(token))
             assert inside.wait(10)
-            r = second.get("/cart", headers=cookie(token))
+            read = second.get("/cart", headers=cookie(token))
+            write = second.post("/cart", json={"item": "lost"}, headers=cookie(token))
+            started = time.monotonic()
+            logout = second.post("/logout", headers=cookie(token))
+            waited = time.monotonic() - started
             go_on.set()
-            assert r.status_code == 503 and r.text.startswith("Session busy") and r.headers["retry-after"] == "5"
-            assert slow.result().status_code == 200
-        assert second.get("/cart", headers=cookie(token)).json()["cart"] == ["first", "x"]
+            assert read.status_code == 200 and read.json()["cart"] == ["first"]
+            assert write.status_code == 503 and write.text.startswith("Session busy")
+            assert write.headers["retry-after"] == "5" and "set-cookie" not in write.headers
+            assert logout.status_code == 200 and logout.headers["set-cookie"].startswith("__Host-session=;")
+            assert waited < 5  # the lock wait (0.2 s), never the holder's whole request
+            slow.result()  # its save finds the session gone: nothing is resurrected
+        assert second.get("/cart", headers=cookie(token)).json() == {"cart": [], "user": None}
     finally:
         made.close()
