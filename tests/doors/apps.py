@@ -150,7 +150,41 @@ def _cached_login(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int
     return 200, "ok"
 
 
+def _reauth(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    get().reauthenticated()
+    return 200, "ok"
+
+
+def _csrf(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    return 200, {"csrf": get().csrf_token}
+
+
+def _auth_info(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    return 200, {"user": s.user_id, "authenticated_at": s.authenticated_at, "created_at": s.created_at}
+
+
+def _sensitive(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    if s.user_id is None:
+        return 401, "sign in"
+    if s.requires_reauth(float(body.get("max_age", 300))):
+        return 403, "reauth"
+    return 200, "done"
+
+
+def _form(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s["note"] = "from a form"  # the form's fields are not this handler's business: only that it ran
+    return 200, "saved"
+
+
 ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "/reauth"): _reauth,
+    ("GET", "/csrf"): _csrf,
+    ("GET", "/auth-info"): _auth_info,
+    ("POST", "/sensitive"): _sensitive,
+    ("POST", "/form"): _form,
     ("GET", "/cart"): _cart,
     ("POST", "/cart"): _add,
     ("POST", "/login"): _login,
@@ -198,7 +232,8 @@ def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
         key = (request.method, request.url.path)
         if key[1].startswith("/assets/"):  # an excluded path: served without a session
             return PlainTextResponse("body { }")
-        body = await request.json() if request.method == "POST" and await request.body() else {}
+        json_body = request.headers.get("content-type", "").startswith("application/json")
+        body = await request.json() if request.method == "POST" and json_body and await request.body() else {}
         if key in MANAGED:
             call, show = MANAGED[key]
             status, result = 200, show(await getattr(session_manager(request), call)(*body.get("args", [])))
@@ -236,7 +271,7 @@ def wsgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
     def app(request: Request) -> Response:
         if request.path.startswith("/assets/"):
             return Response("body { }")
-        body = request.get_json() if request.method == "POST" and request.data else {}
+        body = request.get_json() if request.method == "POST" and request.is_json and request.data else {}
         status, result = _wsgi_handler(
             lambda: session_of(request.environ),
             lambda: session_manager(request.environ),
@@ -263,7 +298,7 @@ def flask_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
     def dispatch(path: str) -> Any:
         if request.path.startswith("/assets/"):
             return "body { }"
-        body = request.get_json() if request.method == "POST" and request.data else {}
+        body = request.get_json() if request.method == "POST" and request.is_json and request.data else {}
         status, result = _wsgi_handler(current_session, session_manager, request.method, request.path, body)
         headers = PLAIN_HEADERS.get(request.path)
         if isinstance(result, str):
@@ -274,7 +309,10 @@ def flask_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
         return response
 
     FlaskSessions(app, config=config, store=store)
-    app.extensions["session_mw"].engine.clock = engine.clock
+    ours = app.extensions["session_mw"].engine
+    ours.clock = engine.clock
+    ours.events = engine.events  # the test's listeners and clock
+    ours.account_active = engine.account_active
     return app
 
 
