@@ -61,7 +61,7 @@ class SessionConfig:
     """
 
     store_url: str = DEFAULT_STORE_URL
-    cookie_name: str = "session"
+    cookie_name: str = "id"
     cookie_secure: bool = True
     cookie_samesite: SameSite = "lax"
     cookie_partitioned: bool = False

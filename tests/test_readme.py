@@ -65,7 +65,7 @@ def load(name: str, directory: Path) -> ModuleType:
 
 
 def _session_cookie(response: httpx.Response) -> str:
-    return next(h for h in response.headers.get_list("set-cookie") if h.startswith("__Host-session="))
+    return next(h for h in response.headers.get_list("set-cookie") if h.startswith("__Host-id="))
 
 
 def check_fastapi(directory: Path) -> None:
@@ -73,10 +73,10 @@ def check_fastapi(directory: Path) -> None:
     with TestClient(app, base_url="https://testserver") as client:
         r = client.post("/cart", params={"item": "apple"})
         assert r.status_code == 200 and r.json() == {"cart": ["apple"]}
-        anonymous = client.cookies["__Host-session"]
+        anonymous = client.cookies["__Host-id"]
         r = client.post("/login")
         assert r.status_code == 200 and "Max-Age=" in _session_cookie(r)  # remember: a persistent cookie
-        assert client.cookies["__Host-session"] != anonymous
+        assert client.cookies["__Host-id"] != anonymous
         assert client.post("/elevate").status_code == 200
         assert client.post("/cart", params={"item": "pear"}).json() == {"cart": ["apple", "pear"]}
         assert client.post("/logout-everywhere").json() == {"revoked": 1}

@@ -46,7 +46,7 @@ class SessionMiddleware(_ServerSide):
         self,
         app: ASGIApp,
         secret_key: str | None = None,
-        session_cookie: str = "session",
+        session_cookie: str | None = None,
         max_age: int | None = _UNSET,
         path: str = "/",
         same_site: Literal["lax", "strict", "none"] = "lax",
@@ -60,13 +60,14 @@ class SessionMiddleware(_ServerSide):
         base = config if config is not None else SessionConfig.from_env()
         lifetime: int | None = None if max_age is _UNSET else max_age  # what the app passed
         mapped: dict[str, Any] = {
-            "cookie_name": session_cookie,
             "cookie_path": path,
             "cookie_samesite": same_site,
             "cookie_domain": domain,
             "cookie_partitioned": partitioned,
             "remember_default": max_age is not None,  # Starlette's cookie is persistent unless max_age=None
         }
+        if session_cookie is not None and session_cookie != "session":  # Starlette's default: ours instead
+            mapped["cookie_name"] = session_cookie
         if secret_key:
             mapped["digest_key"] = str(secret_key)
         if https_only is not None:

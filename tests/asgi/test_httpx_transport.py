@@ -16,7 +16,7 @@ from session_mw.tokens import new_token
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.anyio
-COOKIE = "__Host-session"
+COOKIE = "__Host-id"
 
 
 async def cart(request: Request) -> Response:

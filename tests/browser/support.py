@@ -20,7 +20,7 @@ from tests.examples.shop_suite import Kind, Shop, running_shop, store_settings
 
 REQUIRE_BROWSER = os.environ.get("SESSION_MW_REQUIRE_BROWSER") == "1"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
-COOKIE = "__Host-session"  # the library's default: Secure, so the __Host- prefix
+COOKIE = "__Host-id"  # the library's default: Secure, so the __Host- prefix
 
 
 def browser_missing(reason: str) -> NoReturn:
@@ -39,7 +39,7 @@ def chromium_path() -> str:
 
 class Fleet:
     """Shops started in the background, two at a time, as the contract serves them (uvicorn;
-    gunicorn ``--workers 2 --threads 4``) with the library's default cookie (``__Host-session``,
+    gunicorn ``--workers 2 --threads 4``) with the library's default cookie (``__Host-id``,
     Secure: Chromium takes it on http://127.0.0.1).
 
     Starting a server is mostly Python importing its app: done on the second core while the

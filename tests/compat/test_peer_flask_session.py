@@ -85,7 +85,7 @@ def middleware(app: Flask) -> WSGISessionMiddleware:
 
 
 def token_of(response: Any) -> str:
-    cookie = next(c for c in response.headers.getlist("Set-Cookie") if "session=" in c)
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if "id=" in c)
     return str(cookie.split(";", 1)[0].split("=", 1)[1])
 
 
@@ -217,7 +217,7 @@ def test_lifetime(r: redis.Redis, key_prefix: str, permanent: bool) -> None:
     time.sleep(1.2)
     assert stored_value(app, token) is None
     # the client still sends the expired cookie (Flask's test client ignores Expires): the server refuses it
-    client.set_cookie("__Host-session", token)
+    client.set_cookie("__Host-id", token)
     assert client.get("/get").data == b"no value set"
     assert token_of(client.post("/set", data={"value": "45"})) != token
 

@@ -93,8 +93,8 @@ def test_session(store: AsyncStore) -> None:
         # difference by design: what the app did not pass keeps our secure defaults, so a session
         # without max_age lasts our absolute timeout (8 h), not Starlette's 14 days (still persistent)
         assert attribute(set_cookie, "Max-Age") == str(int(DEFAULTS.absolute_timeout))
-        # difference by design: a random token under __Host-session, Secure; the data stays on the server
-        assert cookie_name(set_cookie) == "__Host-session" and "Secure" in set_cookie
+        # difference by design: a random token under __Host-id, Secure; the data stays on the server
+        assert cookie_name(set_cookie) == "__Host-id" and "Secure" in set_cookie
         assert "data" not in set_cookie
 
         assert client.get("/view_session").json() == {"session": {"some": "data"}}
@@ -110,7 +110,7 @@ def test_session_expires(store: AsyncStore) -> None:
         assert response.json() == {"session": {"some": "data"}}
         token = response.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
     # the client drops an expired cookie by itself: send it anyway, the server must refuse it
-    with TestClient(app, base_url=SECURE, cookies={"__Host-session": token}) as client:
+    with TestClient(app, base_url=SECURE, cookies={"__Host-id": token}) as client:
         assert client.get("/view_session").json() == {"session": {}}
 
 
@@ -128,7 +128,7 @@ def test_session_expires_after_max_age(store: AsyncStore) -> None:
         token = response.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
         assert client.get("/view_session").json() == {"session": {"some": "data"}}
     time.sleep(1.1)
-    with TestClient(app, base_url=SECURE, cookies={"__Host-session": token}) as client:
+    with TestClient(app, base_url=SECURE, cookies={"__Host-id": token}) as client:
         assert client.get("/view_session").json() == {"session": {}}
 
 
@@ -180,7 +180,7 @@ def test_session_cookie_subpath(store: AsyncStore) -> None:
         assert client.get("/elsewhere").json() == {"cookie": None}
 
 
-@pytest.mark.parametrize("name", ["session", "__Host-session"])
+@pytest.mark.parametrize("name", ["session", "__Host-id"])
 def test_invalid_session_cookie(store: AsyncStore, name: str) -> None:
     """Starlette: test_invalid_session_cookie (under Starlette's cookie name and under ours)"""
     app = app_with(store, secret_key="example")
@@ -199,7 +199,7 @@ def test_session_cookie(store: AsyncStore) -> None:
         assert "Max-Age" not in response.headers["set-cookie"]
         assert client.get("/view_session").json() == {"session": {"some": "data"}}
 
-        client.cookies.delete("__Host-session")
+        client.cookies.delete("__Host-id")
         assert client.get("/view_session").json() == {"session": {}}
 
 
@@ -233,7 +233,9 @@ def test_plain_http_needs_https_only_false(store: AsyncStore) -> None:
     with TestClient(app_with(store, secret_key="example", https_only=False)) as client:
         response = client.post("/update_session", json={"some": "data"})
         assert "Secure" not in response.headers["set-cookie"]
-        assert cookie_name(response.headers["set-cookie"]) == "session"
+        assert (
+            cookie_name(response.headers["set-cookie"]) == "id"
+        )  # our generic name (#11) unless session_cookie= is passed
         assert client.get("/view_session").json() == {"session": {"some": "data"}}
 
 
@@ -247,7 +249,7 @@ def test_max_age_counts_from_the_sessions_start(store: AsyncStore) -> None:
         first = client.post("/update_session", json={"some": "data"})
         token = first.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
     # the cookie is sent explicitly: the client's jar would drop it at its whole-second Expires
-    with TestClient(app, base_url=SECURE, cookies={"__Host-session": token}) as client:
+    with TestClient(app, base_url=SECURE, cookies={"__Host-id": token}) as client:
         time.sleep(0.6)
         more = client.post("/update_session", json={"more": "data"})
         assert more.json() == {"session": {"some": "data", "more": "data"}}

@@ -322,10 +322,10 @@ def test_store_error_propagates() -> None:
     """
     config = SessionConfig(store_url="memory://", cookie_secure=False)
     broken = SessionMiddleware(show, config, store=FailingStore(RuntimeError("connection refused")))
-    with TestClient(broken, cookies={"session": new_token(32)}) as client, pytest.raises(RuntimeError, match="refused"):
+    with TestClient(broken, cookies={"id": new_token(32)}) as client, pytest.raises(RuntimeError, match="refused"):
         client.get("/")
     down = SessionMiddleware(show, config, store=FailingStore(StoreUnavailable("connection refused")))
-    with TestClient(down, cookies={"session": new_token(32)}) as client:
+    with TestClient(down, cookies={"id": new_token(32)}) as client:
         response = client.get("/")
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
 

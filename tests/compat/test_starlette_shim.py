@@ -48,11 +48,11 @@ def test_starlettes_arguments_give_starlettes_behaviour_with_the_data_on_the_ser
     with TestClient(make(store, secret_key="s3cret", max_age=3600, same_site="strict"), base_url="https://t") as c:
         r = c.post("/add")
         header = r.headers["set-cookie"]
-        assert header.startswith("__Host-session=") and "Max-Age=3600" in header and "SameSite=Strict" in header
+        assert header.startswith("__Host-id=") and "Max-Age=3600" in header and "SameSite=Strict" in header
         assert "Secure" in header and "HttpOnly" in header
         assert "apple" not in header and store.count() == 1  # a token in the cookie, the cart in the store
         assert c.get("/").json() == {"cart": ["apple"]}
-        assert c.post("/logout").headers["set-cookie"].startswith("__Host-session=;") and store.count() == 0
+        assert c.post("/logout").headers["set-cookie"].startswith("__Host-id=;") and store.count() == 0
 
 
 def test_what_the_app_did_not_pass_keeps_our_secure_defaults() -> None:
@@ -62,7 +62,7 @@ def test_what_the_app_did_not_pass_keeps_our_secure_defaults() -> None:
     app = make(MemoryStore())
     with TestClient(app, base_url="https://t") as c:
         header = c.post("/add").headers["set-cookie"]
-    assert header.startswith("__Host-session=") and "Secure" in header and "HttpOnly" in header
+    assert header.startswith("__Host-id=") and "Secure" in header and "HttpOnly" in header
     assert (
         f"Max-Age={int(DEFAULTS.absolute_timeout)}" in header and "SameSite=Lax" in header
     )  # persistent, as Starlette's

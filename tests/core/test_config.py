@@ -17,7 +17,7 @@ SECRET = "k3y-very-secret-digest"
 def test_defaults_are_the_safe_ones() -> None:
     c = SessionConfig()
     assert c.cookie_secure and c.cookie_samesite == "lax" and c.host_prefix
-    assert c.full_cookie_name == "__Host-session"
+    assert c.full_cookie_name == "__Host-id"
     assert c.touch_interval == c.idle_timeout / 10
     assert c.token_bytes == 32
 
@@ -305,13 +305,13 @@ def test_store_url_passwords_are_masked_in_messages(url: str) -> None:
 
 
 def test_the_strongest_prefix_the_browser_allows() -> None:
-    assert SessionConfig().full_cookie_name == "__Host-session"
-    assert SessionConfig(cookie_secure=False).full_cookie_name == "session"
-    assert SessionConfig(cookie_domain="example.com").full_cookie_name == "__Secure-session"
-    assert SessionConfig(cookie_path="/app").full_cookie_name == "__Secure-session"
-    assert SessionConfig(cookie_path="/app", cookie_secure=False).full_cookie_name == "session"
-    assert SessionConfig(host_prefix=False).full_cookie_name == "session"
-    assert SessionConfig(host_prefix=False, cookie_path="/app").full_cookie_name == "session"
+    assert SessionConfig().full_cookie_name == "__Host-id"
+    assert SessionConfig(cookie_secure=False).full_cookie_name == "id"
+    assert SessionConfig(cookie_domain="example.com").full_cookie_name == "__Secure-id"
+    assert SessionConfig(cookie_path="/app").full_cookie_name == "__Secure-id"
+    assert SessionConfig(cookie_path="/app", cookie_secure=False).full_cookie_name == "id"
+    assert SessionConfig(host_prefix=False).full_cookie_name == "id"
+    assert SessionConfig(host_prefix=False, cookie_path="/app").full_cookie_name == "id"
 
 
 def test_from_env_uses_the_documented_names() -> None:

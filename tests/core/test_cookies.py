@@ -28,7 +28,7 @@ def test_store_key_is_a_digest_never_the_token() -> None:
 
 
 def test_reads_our_cookie_among_others() -> None:
-    assert RULES.read(f"theme=dark; __Host-session={TOKEN}; x=1") == ((TOKEN,), False)
+    assert RULES.read(f"theme=dark; __Host-id={TOKEN}; x=1") == ((TOKEN,), False)
     assert RULES.read(None) == ((), False)
     assert RULES.read("") == ((), False)
     assert RULES.read("theme=dark") == ((), False)
@@ -38,14 +38,14 @@ def test_reads_our_cookie_among_others() -> None:
 @pytest.mark.parametrize(
     "lines",
     [
-        [f"__Host-session={TOKEN}; a=1", "theme=dark; b=2"],  # ours first
-        ["theme=dark; a=1", f"__Host-session={TOKEN}; b=2"],  # ours opens a later line
-        ["theme=dark", f"lang=en; __Host-session={TOKEN}; b=2", "c=3"],  # middle
-        ["theme=dark; a=1", "b=2", f"__Host-session={TOKEN}"],  # last
-        ["theme=dark; a=1", f"b=2; __Host-session={TOKEN}"],  # last pair of the last line
-        ['pref="x,y"; a=1', f"__Host-session={TOKEN}"],  # a quoted comma is no line break
-        ['pref="x', f"__Host-session={TOKEN}"],  # nor is a quote that never closes
-        [f'__Host-session={TOKEN}; pref="x;y"', 'other="a,b"'],
+        [f"__Host-id={TOKEN}; a=1", "theme=dark; b=2"],  # ours first
+        ["theme=dark; a=1", f"__Host-id={TOKEN}; b=2"],  # ours opens a later line
+        ["theme=dark", f"lang=en; __Host-id={TOKEN}; b=2", "c=3"],  # middle
+        ["theme=dark; a=1", "b=2", f"__Host-id={TOKEN}"],  # last
+        ["theme=dark; a=1", f"b=2; __Host-id={TOKEN}"],  # last pair of the last line
+        ['pref="x,y"; a=1', f"__Host-id={TOKEN}"],  # a quoted comma is no line break
+        ['pref="x', f"__Host-id={TOKEN}"],  # nor is a quote that never closes
+        [f'__Host-id={TOKEN}; pref="x;y"', 'other="a,b"'],
     ],
 )
 def test_cookie_lines_joined_with_commas_are_read_as_lines(comma: str, lines: list[str]) -> None:
@@ -56,16 +56,16 @@ def test_cookie_lines_joined_with_commas_are_read_as_lines(comma: str, lines: li
 def test_other_cookies_never_cost_the_session() -> None:
     others = "; ".join(f"site{i}={'v' * 200}" for i in range(100))  # about 20 KiB
     assert len(others) > 20_000
-    assert RULES.read(f"{others}; __Host-session={TOKEN}") == ((TOKEN,), False)
-    assert RULES.read(f"__Host-session={TOKEN}; {others}") == ((TOKEN,), False)
-    assert RULES.read(f"{others},__Host-session={TOKEN},{others}") == ((TOKEN,), False)
+    assert RULES.read(f"{others}; __Host-id={TOKEN}") == ((TOKEN,), False)
+    assert RULES.read(f"__Host-id={TOKEN}; {others}") == ((TOKEN,), False)
+    assert RULES.read(f"{others},__Host-id={TOKEN},{others}") == ((TOKEN,), False)
     assert RULES.read(others) == ((), False)
 
 
 def test_only_our_value_is_size_limited() -> None:
-    assert RULES.read(f"big={'v' * 8192}; __Host-session={TOKEN}") == ((TOKEN,), False)
-    assert RULES.read(f"a=1; __Host-session={'A' * 8192}") == ((), True)
-    assert RULES.read(f"a=1,__Host-session={'A' * 8192}") == ((), True)
+    assert RULES.read(f"big={'v' * 8192}; __Host-id={TOKEN}") == ((TOKEN,), False)
+    assert RULES.read(f"a=1; __Host-id={'A' * 8192}") == ((), True)
+    assert RULES.read(f"a=1,__Host-id={'A' * 8192}") == ((), True)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_only_our_value_is_size_limited() -> None:
     [
         "theme=dark; lang=en",
         "x=1,y=2, z=3",
-        "session=abc; __Host-sessionid=1",  # similar names are not ours
+        "session=abc; __Host-idid=1",  # similar names are not ours
         "z=" + "y" * (MAX_COOKIE_HEADER * 2),  # even a huge header: not parsed at all
     ],
 )
@@ -84,7 +84,7 @@ def test_headers_without_our_name_mean_no_cookie(header: str) -> None:
 @pytest.mark.parametrize("unit", ['=",', '="\\"', 'a="', '=""",', "a=b, ", '"\\",='])
 def test_hostile_headers_stay_cheap(unit: str) -> None:
     """The work is bounded and linear: a full-size header of quote and comma tricks reads quickly."""
-    header = (unit * MAX_COOKIE_HEADER)[: MAX_COOKIE_HEADER - 60] + f",__Host-session={TOKEN}"
+    header = (unit * MAX_COOKIE_HEADER)[: MAX_COOKIE_HEADER - 60] + f",__Host-id={TOKEN}"
     started = time.perf_counter()
     RULES.read(header)
     assert time.perf_counter() - started < 0.5
@@ -93,17 +93,17 @@ def test_hostile_headers_stay_cheap(unit: str) -> None:
 @pytest.mark.parametrize(
     "header",
     [
-        f"__Host-session={TOKEN[:-1]}",  # wrong length
-        f"__Host-session={TOKEN[:-1]}!",  # not URL-safe
-        "__Host-session=" + "A" * 5000,  # oversized
-        "__Host-session=" + "é" * 43,  # not ASCII
-        '__Host-session="unterminated',
-        "__Host-session=; ;;; ===",
-        "x=" + "y" * MAX_COOKIE_HEADER + f"; __Host-session={TOKEN}",  # beyond the work bound
-        f'x="a,__Host-session={TOKEN}"',  # inside another cookie's quoted value: not ours
-        f'x="a,__Host-session={TOKEN},b"',
-        f"x=1,__Host-session={TOKEN[:-1]}",
-        "; ".join(f"__Host-session={new_token(32)}" for _ in range(MAX_CANDIDATES + 1)),  # no browser does this
+        f"__Host-id={TOKEN[:-1]}",  # wrong length
+        f"__Host-id={TOKEN[:-1]}!",  # not URL-safe
+        "__Host-id=" + "A" * 5000,  # oversized
+        "__Host-id=" + "é" * 43,  # not ASCII
+        '__Host-id="unterminated',
+        "__Host-id=; ;;; ===",
+        "x=" + "y" * MAX_COOKIE_HEADER + f"; __Host-id={TOKEN}",  # beyond the work bound
+        f'x="a,__Host-id={TOKEN}"',  # inside another cookie's quoted value: not ours
+        f'x="a,__Host-id={TOKEN},b"',
+        f"x=1,__Host-id={TOKEN[:-1]}",
+        "; ".join(f"__Host-id={new_token(32)}" for _ in range(MAX_CANDIDATES + 1)),  # no browser does this
     ],
 )
 def test_bad_cookies_mean_no_session_never_an_error(header: str) -> None:
@@ -113,13 +113,13 @@ def test_bad_cookies_mean_no_session_never_an_error(header: str) -> None:
 @pytest.mark.parametrize(
     ("header", "tokens", "ignored"),
     [
-        (f"__Host-session={TOKEN}; __Host-session={OTHER}", (TOKEN, OTHER), False),
-        (f"__Host-session={OTHER}; __Host-session={TOKEN}", (OTHER, TOKEN), False),  # the browser's order
-        (f"__Host-session={TOKEN},__Host-session={OTHER}", (TOKEN, OTHER), False),  # across joined lines
-        (f"a=1; __Host-session={TOKEN}, b=2; __Host-session={OTHER}", (TOKEN, OTHER), False),
-        (f"a=1,__Host-session={TOKEN}; b=2,__Host-session={TOKEN}", (TOKEN,), False),  # twice the same: once
-        (f"__Host-session=eyJhIjoxfQ.Zx1.sig; __Host-session={TOKEN}", (TOKEN,), True),  # a signed cookie: not ours
-        (f"__Host-session={TOKEN}; __Host-session=", (TOKEN,), True),
+        (f"__Host-id={TOKEN}; __Host-id={OTHER}", (TOKEN, OTHER), False),
+        (f"__Host-id={OTHER}; __Host-id={TOKEN}", (OTHER, TOKEN), False),  # the browser's order
+        (f"__Host-id={TOKEN},__Host-id={OTHER}", (TOKEN, OTHER), False),  # across joined lines
+        (f"a=1; __Host-id={TOKEN}, b=2; __Host-id={OTHER}", (TOKEN, OTHER), False),
+        (f"a=1,__Host-id={TOKEN}; b=2,__Host-id={TOKEN}", (TOKEN,), False),  # twice the same: once
+        (f"__Host-id=eyJhIjoxfQ.Zx1.sig; __Host-id={TOKEN}", (TOKEN,), True),  # a signed cookie: not ours
+        (f"__Host-id={TOKEN}; __Host-id=", (TOKEN,), True),
     ],
 )
 def test_several_values_under_our_name_yield_the_token_shaped_ones(
@@ -131,7 +131,7 @@ def test_several_values_under_our_name_yield_the_token_shaped_ones(
 
 def test_set_cookie_carries_every_protection() -> None:
     header = RULES.set_cookie(TOKEN, None)
-    assert header.startswith(f"__Host-session={TOKEN};")
+    assert header.startswith(f"__Host-id={TOKEN};")
     for attribute in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"):
         assert attribute in header
     assert "Max-Age" not in header and "Domain" not in header
@@ -140,7 +140,7 @@ def test_set_cookie_carries_every_protection() -> None:
 
 def test_expire_cookie_matches_name_and_attributes() -> None:
     header = RULES.expire_cookie()
-    assert header.startswith("__Host-session=;")
+    assert header.startswith("__Host-id=;")
     assert "Max-Age=0" in header and "Expires=Thu, 01 Jan 1970" in header
     assert "Secure" in header and "Path=/" in header
 

@@ -55,7 +55,7 @@ def engine(clock: FakeClock) -> Engine:
 
 
 def cookie(token: str) -> str:
-    return f"__Host-session={token}"
+    return f"__Host-id={token}"
 
 
 def stored(engine: Engine, data: dict[str, object], **meta: Any) -> Record:
@@ -109,7 +109,7 @@ def test_an_unknown_token_is_never_adopted_and_its_cookie_is_cleared(engine: Eng
     assert header(closed(exchange, script), "Set-Cookie") is None  # the app never used the session
     exchange = opened(engine, script, planted)
     assert exchange.session.get("x") is None
-    assert (header(closed(exchange, script), "Set-Cookie") or "").startswith("__Host-session=;")
+    assert (header(closed(exchange, script), "Set-Cookie") or "").startswith("__Host-id=;")
     exchange = opened(engine, script, planted)
     exchange.session["x"] = 1
     closed(exchange, script)
@@ -141,7 +141,7 @@ def test_a_write_to_a_session_ended_meanwhile_is_refused_and_expires_the_cookie(
     exchange = opened(engine, script)
     exchange.session["cart"] = ["apple"]
     headers = closed(exchange, script)
-    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-id=;")
     assert exchange.events == ["stale_write_refused"]
 
 
@@ -156,7 +156,7 @@ def test_regenerate_rotates_all_data_and_keeps_the_lifetime(engine: Engine, cloc
     assert isinstance(rotate, Rotate) and rotate.old_key == engine.digest(token) and rotate.old_user_id == "alice"
     assert dict(rotate.data) == {"cart": b'["apple"]'} and rotate.meta.user_id == "alice"
     assert rotate.meta.created_at == record.meta.created_at and rotate.meta.public_id == "abc"
-    assert rotate.key != rotate.old_key and rotate.key in [engine.digest(v.split(";")[0][15:]) for _, v in headers]
+    assert rotate.key != rotate.old_key and rotate.key in [engine.digest(v.split(";")[0][10:]) for _, v in headers]
 
 
 def test_a_rotate_of_a_session_ended_meanwhile_resurrects_nothing(engine: Engine) -> None:
@@ -164,7 +164,7 @@ def test_a_rotate_of_a_session_ended_meanwhile_resurrects_nothing(engine: Engine
     exchange = opened(engine, script)
     exchange.session.user_id = "alice"
     headers = closed(exchange, script)
-    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-id=;")
     assert [type(op) for op in script.writes()] == [Rotate] and exchange.events == ["stale_write_refused"]
 
 
@@ -214,7 +214,7 @@ def test_every_logout_idiom_deletes_the_record_and_expires_the_cookie(
     assert exchange.session.user_id is None and dict(exchange.session) == {}
     headers = closed(exchange, script)
     assert script.writes() == [Delete(engine.digest(token), "alice")]
-    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-id=;")
 
 
 def test_data_written_after_a_clear_goes_to_a_new_session(engine: Engine) -> None:
@@ -227,7 +227,7 @@ def test_data_written_after_a_clear_goes_to_a_new_session(engine: Engine) -> Non
     delete, create = script.writes()
     assert delete == Delete(engine.digest(token), "alice")
     assert isinstance(create, Create) and create.meta.user_id is None and dict(create.data) == {"flash": b'"bye"'}
-    assert not (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert not (header(headers, "Set-Cookie") or "").startswith("__Host-id=;")
 
 
 def test_a_server_error_saves_nothing(engine: Engine) -> None:
@@ -295,7 +295,7 @@ def test_an_undecodable_value_drops_the_session(engine: Engine) -> None:
     assert dict(exchange.session) == {} and not exchange.live
     headers = closed(exchange, script)
     assert script.writes() == [Delete(engine.digest(token))]
-    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-id=;")
 
 
 def test_a_store_outage_is_a_503_at_the_load_and_at_the_save(engine: Engine) -> None:
@@ -334,7 +334,7 @@ def test_a_lock_held_elsewhere_past_the_timeout_lets_reads_and_a_logout_through_
     logout.session.invalidate()
     headers = run(logout.closing(303, []), script)
     assert isinstance(headers, list) and [type(op) for op in script.writes()] == [Delete]
-    assert (header(headers, "Set-Cookie") or "").startswith("__Host-session=;")
+    assert (header(headers, "Set-Cookie") or "").startswith("__Host-id=;")
 
 
 def test_a_held_lock_is_released_after_the_save(clock: FakeClock) -> None:
@@ -413,7 +413,7 @@ def test_several_dead_tokens_are_expired_like_one(engine: Engine) -> None:
 
 
 def test_a_value_we_could_not_have_set_is_never_expired(engine: Engine) -> None:
-    exchange = engine.exchange("__Host-session=eyJhIjoxfQ.Zx1.sig", "Firefox")
+    exchange = engine.exchange("__Host-id=eyJhIjoxfQ.Zx1.sig", "Firefox")
     assert not exchange.needs_load and not exchange.presented
     exchange.session.get("x")
     assert closed(exchange, Script()) == [("Vary", "Cookie")]

@@ -12,7 +12,7 @@ from session_mw.stores import Store
 from session_mw.stores.base import UNBOUNDED, Create, Delete, Load, Record, Rotate, SessionsOf, Update
 
 IDLE, ABSOLUTE = 1000, 5000
-COOKIE = "__Host-session"
+COOKIE = "__Host-id"
 _KINDS = {Load: "load", Create: "write", Update: "write", Rotate: "write", Delete: "delete"}
 
 

@@ -272,7 +272,7 @@ def test_a_lock_held_too_long_serves_reads_refuses_writes_and_never_blocks_a_log
             assert read.status_code == 200 and read.json()["cart"] == ["first"]
             assert write.status_code == 503 and write.text.startswith("Session busy")
             assert write.headers["retry-after"] == "5" and "set-cookie" not in write.headers
-            assert logout.status_code == 200 and logout.headers["set-cookie"].startswith("__Host-session=;")
+            assert logout.status_code == 200 and logout.headers["set-cookie"].startswith("__Host-id=;")
             assert waited < 5  # the lock wait (0.2 s), never the holder's whole request
             slow.result()  # its save finds the session gone: nothing is resurrected
         assert second.get("/cart", headers=cookie(token)).json() == {"cart": [], "user": None}

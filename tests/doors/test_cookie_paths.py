@@ -86,16 +86,16 @@ def site(door: str, store_url: str, key_prefix: str) -> Iterator[Site]:
 
 
 def _session_cookies(response: httpx.Response) -> list[str]:
-    return [h for h in response.headers.get_list("set-cookie") if "session=" in h.split(";", 1)[0]]
+    return [h for h in response.headers.get_list("set-cookie") if "id=" in h.split(";", 1)[0]]
 
 
 def test_each_app_keeps_its_cookie_under_its_own_path(site: Site) -> None:
     browser = site.browser()
     r = browser.post("/a/login", json={"user": "alice"})
     [set_cookie] = _session_cookies(r)
-    assert set_cookie.startswith("__Secure-session=") and "; Path=/a" in set_cookie and "Secure" in set_cookie
+    assert set_cookie.startswith("__Secure-id=") and "; Path=/a" in set_cookie and "Secure" in set_cookie
     assert browser.post("/b/login", json={"user": "bob"}).status_code == 200
-    assert {(c.path, c.name) for c in browser.cookies.jar} == {("/a", "__Secure-session"), ("/b", "__Secure-session")}
+    assert {(c.path, c.name) for c in browser.cookies.jar} == {("/a", "__Secure-id"), ("/b", "__Secure-id")}
     assert browser.get("/a/whoami").json()["user"] == "alice"
     assert browser.get("/b/whoami").json()["user"] == "bob"
 
@@ -116,7 +116,7 @@ def test_a_cookie_of_our_name_for_a_parent_path_neither_blocks_a_login_nor_is_ex
     app before its path changed) sends both; ours is the live one, and the other is left alone."""
     browser = site.browser()
     old = new_token(32)
-    browser.cookies.set("__Secure-session", old, domain=HOST, path="/")
+    browser.cookies.set("__Secure-id", old, domain=HOST, path="/")
     first = browser.get("/a/whoami")  # both sent; neither is a session of this app
     assert first.status_code == 200 and first.json()["user"] is None
     browser.post("/a/cart", json={"item": "apple"})
@@ -124,17 +124,17 @@ def test_a_cookie_of_our_name_for_a_parent_path_neither_blocks_a_login_nor_is_ex
     me = browser.get("/a/whoami")
     assert me.json() == {"user": "alice", "note": None, "cart": ["apple"]}
     assert not _session_cookies(me)  # nothing more to set, nothing expired
-    assert browser.cookies.get("__Secure-session", domain=HOST, path="/") == old
+    assert browser.cookies.get("__Secure-id", domain=HOST, path="/") == old
 
 
 def test_a_non_token_value_under_our_name_is_never_expired(site: Site) -> None:
     """Not shaped like our tokens (Flask's signed cookie, another library's id): not ours to clear."""
     browser = site.browser()
-    browser.cookies.set("__Secure-session", "eyJfZnJlc2giOmZhbHNlfQ.Zx1.sig", domain=HOST, path="/a")
+    browser.cookies.set("__Secure-id", "eyJfZnJlc2giOmZhbHNlfQ.Zx1.sig", domain=HOST, path="/a")
     r = browser.post("/a/cart", json={"item": "apple"})
     assert r.status_code == 200 and browser.get("/a/cart").json()["cart"] == ["apple"]  # ours replaced it
     other = site.browser()
-    other.cookies.set("__Secure-session", "not-one-of-ours", domain=HOST, path="/")
+    other.cookies.set("__Secure-id", "not-one-of-ours", domain=HOST, path="/")
     page = other.get("/a/cart")
     assert page.status_code == 200 and not _session_cookies(page)
 
@@ -144,20 +144,20 @@ def test_two_live_sessions_under_our_name_are_both_refused(site: Site) -> None:
     victim, attacker = site.browser(), site.browser()
     victim.post("/a/login", json={"user": "alice"})
     attacker.post("/a/login", json={"user": "mallory"})
-    planted = attacker.cookies.get("__Secure-session", domain=HOST, path="/a")
+    planted = attacker.cookies.get("__Secure-id", domain=HOST, path="/a")
     assert planted is not None
-    victim.cookies.set("__Secure-session", planted, domain=HOST, path="/a/whoami")
+    victim.cookies.set("__Secure-id", planted, domain=HOST, path="/a/whoami")
     r = victim.get("/a/whoami")
     assert r.status_code == 200 and r.json()["user"] is None and not _session_cookies(r)
     assert attacker.get("/a/whoami").json()["user"] == "mallory"  # neither was expired
-    victim.cookies.delete("__Secure-session", domain=HOST, path="/a/whoami")
+    victim.cookies.delete("__Secure-id", domain=HOST, path="/a/whoami")
     assert victim.get("/a/whoami").json()["user"] == "alice"
 
 
 def test_a_dead_duplicate_is_expired_only_in_our_slot(site: Site) -> None:
     browser = site.browser()
-    browser.cookies.set("__Secure-session", new_token(32), domain=HOST, path="/a")
-    browser.cookies.set("__Secure-session", new_token(32), domain=HOST, path="/a/cart")
+    browser.cookies.set("__Secure-id", new_token(32), domain=HOST, path="/a")
+    browser.cookies.set("__Secure-id", new_token(32), domain=HOST, path="/a/cart")
     r = browser.get("/a/cart")
     [expiry] = _session_cookies(r)
     assert "Max-Age=0" in expiry and "; Path=/a" in expiry and "Path=/a/cart" not in expiry
@@ -169,14 +169,14 @@ def test_a_dead_duplicate_is_expired_only_in_our_slot(site: Site) -> None:
 @pytest.mark.parametrize(
     ("flask_config", "path", "name"),
     [
-        ({}, "/", "__Host-session"),
-        ({"APPLICATION_ROOT": "/"}, "/", "__Host-session"),
-        ({"APPLICATION_ROOT": "/shop"}, "/shop", "__Secure-session"),
-        ({"APPLICATION_ROOT": "/shop", "SESSION_COOKIE_PATH": "/"}, "/", "__Host-session"),
-        ({"APPLICATION_ROOT": "/shop", "SESSION_COOKIE_PATH": "/shop/cart"}, "/shop/cart", "__Secure-session"),
-        ({"SESSION_COOKIE_DOMAIN": "example.com"}, "/", "__Secure-session"),
-        ({"APPLICATION_ROOT": "/shop", "SESSION_MW_COOKIE_PATH": "/x"}, "/x", "__Secure-session"),
-        ({"APPLICATION_ROOT": "/shop", "SESSION_MW_COOKIE_SECURE": False}, "/shop", "session"),
+        ({}, "/", "__Host-id"),
+        ({"APPLICATION_ROOT": "/"}, "/", "__Host-id"),
+        ({"APPLICATION_ROOT": "/shop"}, "/shop", "__Secure-id"),
+        ({"APPLICATION_ROOT": "/shop", "SESSION_COOKIE_PATH": "/"}, "/", "__Host-id"),
+        ({"APPLICATION_ROOT": "/shop", "SESSION_COOKIE_PATH": "/shop/cart"}, "/shop/cart", "__Secure-id"),
+        ({"SESSION_COOKIE_DOMAIN": "example.com"}, "/", "__Secure-id"),
+        ({"APPLICATION_ROOT": "/shop", "SESSION_MW_COOKIE_PATH": "/x"}, "/x", "__Secure-id"),
+        ({"APPLICATION_ROOT": "/shop", "SESSION_MW_COOKIE_SECURE": False}, "/shop", "id"),
     ],
 )
 def test_flask_cookie_path_follows_flask(flask_config: dict[str, Any], path: str, name: str) -> None:
@@ -230,7 +230,7 @@ def scoped(door: str, store_url: str, key_prefix: str) -> Iterator[httpx.Client]
 
 def test_a_dead_cookie_sent_outside_our_path_is_not_expired(scoped: httpx.Client) -> None:
     """The browser sends our cookie only under ``/cart``: one of our name elsewhere was set for another path."""
-    header = {"cookie": f"__Secure-session={new_token(32)}"}
+    header = {"cookie": f"__Secure-id={new_token(32)}"}
     outside = scoped.get("/whoami", headers=header)
     assert outside.status_code == 200 and outside.json()["user"] is None and not _session_cookies(outside)
     inside = scoped.get("/cart", headers=header)

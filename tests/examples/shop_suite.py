@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COOKIE = "session"  # SESSION_MW_COOKIE_SECURE=false: no __Host- prefix
+COOKIE = "id"  # SESSION_MW_COOKIE_SECURE=false: no __Host- prefix
 FAKE_TOKEN = "Zm9yZ2VkLXRva2VuLXRoYXQtbm9ib2R5LWV2ZXItbWFk"[:43]  # well-formed, never issued
 LOGIN_FORM = 'action="/login"'
 THREADS = 4  # gunicorn --threads, as the contract serves the Flask shop

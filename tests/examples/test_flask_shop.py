@@ -66,11 +66,11 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, cap
     response = app.test_client().post("/api/cart", json={"item": "apple"})
     assert response.status_code == 200 and response.json == {"items": ["apple"]}
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith("__Host-session=") and "; Secure" in cookie and "HttpOnly" in cookie
+    assert cookie.startswith("__Host-id=") and "; Secure" in cookie and "HttpOnly" in cookie
 
     monkeypatch.setenv("SESSION_MW_COOKIE_SECURE", "false")
     response = create_app().test_client().post("/api/cart", json={"item": "apple"})
-    assert response.headers["Set-Cookie"].startswith("session=") and "Secure" not in response.headers["Set-Cookie"]
+    assert response.headers["Set-Cookie"].startswith("id=") and "Secure" not in response.headers["Set-Cookie"]
 
     monkeypatch.setenv("SESSION_MW_IDEL_TIMEOUT", "600")  # a typo in the environment is reported, not silent
     create_app()

@@ -60,7 +60,7 @@ def test_no_secret_key_needed_and_flask_session_is_ours(client: Any) -> None:
     assert "SECRET_KEY" not in client.application.config or client.application.config["SECRET_KEY"] is None
     r = client.post("/n")
     assert r.json == {"modified": True, "accessed": True}
-    assert set_cookie(r).startswith("__Host-session=")
+    assert set_cookie(r).startswith("__Host-id=")
 
 
 def test_flash_round_trips_markup_and_categories(client: Any) -> None:
@@ -76,7 +76,7 @@ def test_permanent_is_a_persistent_cookie(client: Any) -> None:
     assert "Max-Age=28800" in set_cookie(client.post("/permanent/1"))
     assert client.get("/flags").json == {"new": False, "permanent": True, "n": None}
     r = client.post("/permanent/0")
-    assert "Max-Age" not in set_cookie(r) and set_cookie(r).startswith("__Host-session=")
+    assert "Max-Age" not in set_cookie(r) and set_cookie(r).startswith("__Host-id=")
 
 
 def test_new_is_true_only_without_a_stored_session(client: Any) -> None:

@@ -139,7 +139,7 @@ class Lifecycle(RuleBasedStateMachine):
     def begin(self, browser: int) -> Request:
         self._expire()
         token = self.cookies[browser]
-        exchange = self.engine.exchange(f"__Host-session={token}" if token else None, f"Browser/{browser}")
+        exchange = self.engine.exchange(f"__Host-id={token}" if token else None, f"Browser/{browser}")
         if exchange.needs_load:
             assert run(exchange.opening(), self.store.execute) is None
         session = exchange.session

@@ -189,7 +189,7 @@ def _primary_of(cluster: Cluster, browser: httpx.Client, key_prefix: str) -> Nod
 
     from session_mw.tokens import Digester
 
-    token = next(c.value for c in browser.cookies.jar if c.name == "__Host-session")
+    token = next(c.value for c in browser.cookies.jar if c.name == "__Host-id")
     assert token is not None
     key = f"{key_prefix}s:{Digester()(token)}"
     client: Any = redis_cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)

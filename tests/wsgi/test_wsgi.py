@@ -50,7 +50,7 @@ def test_streamed_body_passes_through_and_is_closed() -> None:
         return bodies[-1]
 
     r = client(WSGISessionMiddleware(app, SessionConfig())).get("/")
-    assert r.text == "abc" and r.headers["set-cookie"].startswith("__Host-session=")
+    assert r.text == "abc" and r.headers["set-cookie"].startswith("__Host-id=")
     assert bodies[0].closed
 
 
@@ -61,7 +61,7 @@ def test_late_start_response_inside_a_generator_still_saves() -> None:
         yield b"late"
 
     r = client(WSGISessionMiddleware(app, SessionConfig())).get("/")
-    assert r.text == "late" and r.headers["set-cookie"].startswith("__Host-session=")
+    assert r.text == "late" and r.headers["set-cookie"].startswith("__Host-id=")
 
 
 class LoadCounting(MemoryStore):
