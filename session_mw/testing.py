@@ -384,5 +384,21 @@ class LockContract:
         time.sleep(0.3)  # for a server that keeps the lease by its own clock (a Redis PX)
         assert store.execute(AcquireLock(digest(1), "next", 5.0)) is True
 
+    def test_a_lock_never_blocks_a_logout(self, store: Store, clock: FakeClock) -> None:
+        """Delete and RevokeAll go through while another owner holds the session's lock, and the
+        holder's later Update finds the session gone: nothing is resurrected."""
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        create(store, clock, 2, {"a": b"1"}, user="alice")
+        assert store.execute(AcquireLock(digest(1), "holder", 30.0)) is True
+        assert store.execute(AcquireLock(digest(2), "holder", 30.0)) is True
+        store.execute(Delete(digest(1), "alice"))
+        assert load(store, 1) is None
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"})) is False
+        assert store.execute(RevokeAll("alice", LIFE)) == [digest(2)]
+        assert store.execute(Update(digest(2), LIFE, {"a": b"2"})) is False
+        assert load(store, 1) is None and load(store, 2) is None and listed(store, "alice") == []
+        store.execute(ReleaseLock(digest(1), "holder"))  # the holder still gives its lease back
+        assert store.execute(AcquireLock(digest(1), "next", 5.0)) is True
+
 
 __all__ = ["FakeClock", "LockContract", "StoreContract", "SyncFromAsync", "digest", "meta", "pytest"]
