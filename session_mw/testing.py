@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from .stores.base import (
@@ -152,6 +153,24 @@ class StoreContract:
         assert store.execute(Update(digest(1), LIFE, {f"key{i}": b"2" for i in range(1, 5000)}, ("key0",)))
         record = load(store, 1)
         assert record is not None and len(record.data) == 4999 and record.data["key1"] == b"2"
+
+    def test_the_security_fields_of_meta_round_trip(self, store: Store, clock: FakeClock) -> None:
+        """authenticated_at, issued_at and binding are stored as given by Create and Rotate, and
+        an Update (a touch, remember) leaves them as they were."""
+        now = clock()
+        m = meta(now, "alice", authenticated_at=now - 7.25, issued_at=now, binding="b1:0123abcd")
+        store.execute(Create(digest(1), m, {"a": b"1"}, LIFE))
+        record = load(store, 1)
+        assert record is not None and record.meta == m
+        clock.advance(5)
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"}, remember=True))
+        record = load(store, 1)
+        assert record is not None and record.meta == replace(m, last_seen=clock(), remember=True)
+        new = meta(clock(), "alice", created_at=now, authenticated_at=clock(), issued_at=clock(), binding="b2:\u00e9")
+        assert store.execute(Rotate(digest(1), digest(2), new, {"a": b"2"}, LIFE, old_user_id="alice"))
+        record = load(store, 2)
+        assert record is not None and record.meta == new
+        assert store.execute(SessionsOf("alice", LIFE)) == [(digest(2), new)]
 
     # -- the touch ---------------------------------------------------------------------------
 

@@ -6,10 +6,11 @@ read the replies); only running a plan differs. Every script touches exactly one
 operation on one session is atomic in that session's hash slot, and a Cluster accepts all.
 
 Layout: a hash per session under ``{prefix}s:{digest}`` with one field per app key
-(``k:name``) and the metadata fields ``_c _s _d _u _a _r _i _v``; a sorted set per user under
-``{prefix}u:{user}`` scoring each session's digest by when it was added. The index names a
-session before it is born and tolerates stale entries; listing drops them. A hash holding only
-``_x`` is a tombstone: a session revoked before it was born, which no create may bring to life.
+(``k:name``) and the metadata fields ``_c _s _d _u _a _r _i _t _n _b _v`` (``_g`` too on a
+retired one, see ``_TAKE``); a sorted set per user under ``{prefix}u:{user}`` scoring each
+session's digest by when it was added. The index names a session before it is born and
+tolerates stale entries; listing drops them. A hash holding only ``_x`` is a tombstone: a
+session revoked before it was born, which no create may bring to life.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ _Store = TypeVar("_Store", bound="RedisPlans")
 #: What a Redis call can raise when the store, not the caller, is at fault: redis-py's errors
 #: (its Cluster client's own exception type is not one of them) and the socket's.
 BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
-_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i")
+#: The metadata fields, in ``checked_meta``'s order (a listing reads them, then ``_v``).
+_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i", b"_t", b"_n", b"_b", b"_g")
 _DATA = b"k:"
 #: Redis keeps an expired-looking key a little longer than the rule says: the TTL only
 #: collects garbage, and must never beat the server-side decision (clock skew between hosts).
@@ -260,6 +262,12 @@ def _meta_fields(meta: Meta) -> list[Any]:
         _flag(meta.remember),
         "_i",
         meta.public_id,
+        "_t",
+        repr(meta.authenticated_at),
+        "_n",
+        repr(meta.issued_at),
+        "_b",
+        meta.binding,
         "_v",
         str(RECORD_FORMAT),
     ]
@@ -543,9 +551,9 @@ class RedisPlans:
                         if (now - added) * 1000 > _BIRTH_GRACE_MS:
                             stale.append(digest)
                         continue
-                    if _record_format(row[7]) > RECORD_FORMAT:
+                    if _record_format(row[len(_META)]) > RECORD_FORMAT:
                         continue
-                    meta = checked_meta(*row[:7])
+                    meta = checked_meta(*row[: len(_META)])
                 except CorruptRecord as exc:
                     _dropped(exc)
                     stale.append(digest)

@@ -41,7 +41,7 @@ log = logging.getLogger("session_mw.stores.sqlite")
 security_log = logging.getLogger("session_mw.security")
 
 #: The schema version this code writes (stored in ``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``_MIGRATIONS[n]`` takes a file from version ``n - 1`` to version ``n``; version 0 is an
 #: empty file. They run in one transaction, so a file is never left half-migrated.
@@ -82,6 +82,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE sessions ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE sessions ADD COLUMN public_id TEXT NOT NULL DEFAULT ''",
     ),
+    # the security fields of Meta; rows written before them read as never authenticated, issued
+    # at creation at most, unbound and current
+    3: (
+        "ALTER TABLE sessions ADD COLUMN authenticated_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN issued_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN binding TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE sessions ADD COLUMN retired_until REAL NOT NULL DEFAULT 0",
+    ),
 }
 _TABLES = {
     "sessions": {
@@ -98,14 +106,16 @@ _TABLES = {
     "session_locks": {"digest", "owner", "expires_at"},
 }
 
+# The metadata columns in ``checked_meta``'s order, then the record format: what ``_meta`` reads.
+_META_COLUMNS = 12
 _LOAD = (
     "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, s.public_id, "
-    "s.format, v.name, v.value FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest "
-    "WHERE s.digest = ? AND s.expires_at > ?"
+    "s.authenticated_at, s.issued_at, s.binding, s.retired_until, s.format, v.name, v.value "
+    "FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest WHERE s.digest = ? AND s.expires_at > ?"
 )
 _LIVE_META = (
-    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
-    "FROM sessions WHERE digest = ? AND expires_at > ?"
+    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ? AND expires_at > ?"
 )
 # only if nobody touched it since we read it: two touches racing leave one, never a stale last_seen
 _TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ?"
@@ -117,15 +127,17 @@ _UPSERT_VALUE = (
 _UPDATE_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ?, remember = ? WHERE digest = ?"
 _INSERT_SESSION = (
     "INSERT INTO sessions (user_id, created_at, last_seen, absolute_deadline, expires_at, user_agent, remember, "
-    "public_id, format, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "public_id, authenticated_at, issued_at, binding, format, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_SESSION = "DELETE FROM sessions WHERE digest = ?"  # values go with it (ON DELETE CASCADE)
 _USER_SESSIONS = (
-    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format "
     "FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at, digest"
 )
 _ITER_SESSIONS = (
-    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format "
     "FROM sessions WHERE digest > ? AND expires_at > ? ORDER BY digest LIMIT ?"
 )
 _LOCK = (
@@ -151,10 +163,10 @@ class SQLiteStats(TypedDict):
 
 def _meta(row: Any) -> Meta:
     """The metadata columns (``_META``) of a row, or ``CorruptRecord``."""
-    c, s, d, u, a, r, i, fmt = row
+    *fields, fmt = row
     if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
         raise CorruptRecord("a session row of an unknown record format")
-    return checked_meta(c, s, d, u, a, r, i)
+    return checked_meta(*fields)
 
 
 def _escaped_text(data: bytes) -> str:
@@ -190,6 +202,9 @@ def _meta_params(meta: Meta, expires_at: float, digest: str) -> tuple[Any, ...]:
         meta.user_agent,
         int(meta.remember),
         meta.public_id,
+        meta.authenticated_at,
+        meta.issued_at,
+        meta.binding,
         RECORD_FORMAT,
         digest,
     )
@@ -457,8 +472,12 @@ class SQLiteStore(base.Dispatching):
         if not rows:
             return None
         try:
-            meta = _meta(rows[0][:8])
-            data = {checked_name(row[8]): checked_value(row[9]) for row in rows if row[8] is not None}
+            meta = _meta(rows[0][:_META_COLUMNS])
+            data = {
+                checked_name(row[_META_COLUMNS]): checked_value(row[_META_COLUMNS + 1])
+                for row in rows
+                if row[_META_COLUMNS] is not None
+            }
         except CorruptRecord as exc:
             if not wait:
                 raise WouldBlock from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -86,6 +87,26 @@ def test_keys_are_digests_under_the_prefix_and_records_are_versioned(
     assert keys == [f"{key_prefix}s:{digest(4)}", f"{key_prefix}u:bob"]
     assert raw.pttl(f"{key_prefix}s:{digest(4)}") > 0 and raw.ttl(f"{key_prefix}u:bob") > 0
     assert raw.hget(f"{key_prefix}s:{digest(4)}", "_v") == b"2"
+
+
+def test_the_meta_fields_of_the_hash(store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock) -> None:
+    now = clock()
+    m = meta(now, "bob", authenticated_at=now - 1.5, issued_at=now, binding="b1:ab")
+    store.execute(Create(digest(4), m, {"x": b"1"}, LIFE))
+    fields = cast("dict[bytes, bytes]", raw.hgetall(f"{key_prefix}s:{digest(4)}"))
+    assert {k: v for k, v in fields.items() if not k.startswith(b"k:")} == {
+        b"_c": repr(now).encode(),
+        b"_s": repr(now).encode(),
+        b"_d": repr(now + 3600).encode(),
+        b"_u": b"bob",
+        b"_a": b"pytest/1.0",
+        b"_r": b"0",
+        b"_i": m.public_id.encode(),
+        b"_t": repr(now - 1.5).encode(),
+        b"_n": repr(now).encode(),
+        b"_b": b"b1:ab",
+        b"_v": b"2",
+    }
 
 
 def test_a_redis_ttl_never_beats_the_servers_decision(store: RedisStore, raw: redis.Redis, key_prefix: str) -> None:

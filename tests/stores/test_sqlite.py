@@ -112,7 +112,7 @@ def test_memory_path_is_refused() -> None:
 def test_a_new_file_gets_the_schema_wal_and_its_version(store: SQLiteStore, db: Path) -> None:
     create(store, 1)
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"sessions", "session_values", "sessions_user_id", "sessions_expires_at"} <= names
@@ -319,7 +319,8 @@ def _insert_expired(db: Path, count: int, start: int = 1_000) -> None:
     past = START - 10
     with sqlite3.connect(db) as conn:
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, "
+            "user_agent, remember, format, public_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
             [(digest(n), "old", past, past, past, past, "", 0) for n in range(start, start + count)],
         )
         conn.executemany(
@@ -519,6 +520,43 @@ def test_a_first_release_file_is_migrated_in_place(db: Path, clock: FakeClock) -
     record = load(s, 1)
     assert record is not None and record.data == {"cart": b'["apple"]'} and record.meta.user_id == "alice"
     s.close()
+
+
+def test_a_version_2_file_is_migrated_in_place_and_its_live_sessions_still_load(db: Path, clock: FakeClock) -> None:
+    """Schema 2 gains the security fields of Meta (migration 3); a session live before it is
+    live after it, with the fields' defaults, and takes the writes of this version."""
+    from session_mw.stores.sqlite import _MIGRATIONS
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for version in (1, 2):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute(
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, user_agent, "
+            "remember, format, public_id) VALUES (?, 'alice', ?, ?, ?, ?, 'UA', 1, 2, 'pub123')",
+            (digest(1), START, START, START + 3600, START + 600),
+        )
+        conn.execute("INSERT INTO session_values VALUES (?, 'cart', ?)", (digest(1), b'["apple"]'))
+    conn.close()
+    clock.advance(10)
+    s = SQLiteStore(db, clock=clock)
+    record = load(s, 1)
+    assert record is not None and record.data == {"cart": b'["apple"]'}
+    assert record.meta == Meta(START, START, START + 3600, "alice", "UA", True, "pub123", 0.0, 0.0, "", 0.0)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+    conn.close()
+    assert {"authenticated_at", "issued_at", "binding", "retired_until"} <= columns
+    assert s.execute(Update(digest(1), LIFE, {"cart": b'["apple","pear"]'}))
+    assert listed(s, "alice") == [digest(1)]
+    s.close()
+    reopened = SQLiteStore(db, clock=clock)  # a migrated file is not migrated twice
+    record = load(reopened, 1)
+    assert record is not None and record.data == {"cart": b'["apple","pear"]'}
+    reopened.close()
 
 
 def test_the_start_up_check_refuses_a_foreign_file(db: Path) -> None:
