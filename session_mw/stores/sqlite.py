@@ -9,6 +9,10 @@ read-modify-write is atomic across processes.
 ``expires_at`` is on the store's clock (``time.time()`` unless one is injected), like a Redis
 TTL: a row past it is treated as absent at once, and deleted later by ``gc`` or by the small
 batch of collection that every few hundred writes pay for.
+
+The old row of a rotate with a grace window is retired in place: ``retired_until`` set,
+``expires_at`` cut to it, and the record format ``_RETIRED_FORMAT``, which every reader that
+predates retirement refuses (and drops), so an older process never takes it for a live session.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ from .base import (
 
 log = logging.getLogger("session_mw.stores.sqlite")
 security_log = logging.getLogger("session_mw.security")
+
+#: The record format of a retired row (the old key of a grace rotate): one more than a live
+#: row's, so that readers of ``RECORD_FORMAT`` 2, which know nothing of retirement, refuse it
+#: instead of reading, touching or writing it as a live session. Live rows stay ``RECORD_FORMAT``
+#: (the columns added since read as their defaults, so older readers read those rows right).
+_RETIRED_FORMAT = RECORD_FORMAT + 1
 
 #: The schema version this code writes (stored in ``PRAGMA user_version``).
 SCHEMA_VERSION = 3
@@ -118,7 +128,9 @@ _LIVE_META = (
     "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ? AND expires_at > ?"
 )
 # only if nobody touched it since we read it: two touches racing leave one, never a stale last_seen
-_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ?"
+# and never a retired row (retired between the read and this touch)
+_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ? AND retired_until = 0"
+_RETIRE = "UPDATE sessions SET retired_until = ?, format = ?, expires_at = MIN(expires_at, ?) WHERE digest = ?"
 _DELETE_VALUE = "DELETE FROM session_values WHERE digest = ? AND name = ?"
 _UPSERT_VALUE = (
     "INSERT INTO session_values (digest, name, value) VALUES (?, ?, ?) "
@@ -164,9 +176,12 @@ class SQLiteStats(TypedDict):
 def _meta(row: Any) -> Meta:
     """The metadata columns (``_META``) of a row, or ``CorruptRecord``."""
     *fields, fmt = row
-    if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
+    if not isinstance(fmt, int) or fmt > _RETIRED_FORMAT:
         raise CorruptRecord("a session row of an unknown record format")
-    return checked_meta(*fields)
+    meta = checked_meta(*fields)
+    if fmt > RECORD_FORMAT and not meta.retired_until:
+        raise CorruptRecord("a session row of an unknown record format")
+    return meta
 
 
 def _escaped_text(data: bytes) -> str:
@@ -485,6 +500,8 @@ class SQLiteStore(base.Dispatching):
             return None
         if not lifetime.alive(meta, now):
             return None  # expired by the current settings; gc collects the row
+        if meta.retired_until:  # read-only: never touched; past its grace, expires_at hides it
+            return Record(data, meta) if now < meta.retired_until else None
         if lifetime.touch_due(meta, now):
             touched = dataclasses.replace(meta, last_seen=now)
             # a single UPDATE is atomic by itself; one of a session deleted meanwhile changes nothing
@@ -517,7 +534,7 @@ class SQLiteStore(base.Dispatching):
         except CorruptRecord as exc:
             self._drop_corrupt(conn, key, exc)
             return None
-        return meta if lifetime.alive(meta, now) else None
+        return meta if lifetime.alive(meta, now) and not meta.retired_until else None
 
     def _insert(self, conn: sqlite3.Connection, key: str, meta: Meta, data: Any, lifetime: Lifetime) -> None:
         now = self._clock()
@@ -549,9 +566,14 @@ class SQLiteStore(base.Dispatching):
 
     def on_rotate(self, op: base.Rotate) -> bool:
         with self._connection() as conn, self._transaction(conn):
-            if self._live_meta(conn, op.old_key, op.lifetime, self._clock()) is None:
-                return False
-            conn.execute(_DELETE_SESSION, (op.old_key,))
+            now = self._clock()
+            if self._live_meta(conn, op.old_key, op.lifetime, now) is None:
+                return False  # dead, or retired by another rotate
+            if op.grace > 0:
+                until = now + op.grace
+                conn.execute(_RETIRE, (until, _RETIRED_FORMAT, until, op.old_key))
+            else:
+                conn.execute(_DELETE_SESSION, (op.old_key,))
             self._insert(conn, op.key, op.meta, op.data, op.lifetime)
         self._amortised_gc()
         return True
@@ -570,12 +592,12 @@ class SQLiteStore(base.Dispatching):
                 if key == op.keep:
                     continue
                 try:
-                    alive = op.lifetime.alive(_meta(row[1:]), now)
+                    meta = _meta(row[1:])
                 except CorruptRecord as exc:
                     self._drop_corrupt(conn, key, exc)
                     continue
                 conn.execute(_DELETE_SESSION, (key,))
-                if alive:
+                if op.lifetime.alive(meta, now) and not meta.retired_until:  # a retired key ends uncounted
                     doomed.append(key)
         return doomed
 
@@ -590,7 +612,7 @@ class SQLiteStore(base.Dispatching):
                 except CorruptRecord as exc:
                     self._drop_corrupt(conn, str(row[0]), exc)
                     continue
-                if op.lifetime.alive(meta, now):
+                if op.lifetime.alive(meta, now) and not meta.retired_until:
                     out.append((str(row[0]), meta))
         return out
 
@@ -713,9 +735,11 @@ class SQLiteStore(base.Dispatching):
                 rows = _rows(conn, _ITER_SESSIONS, (after, self._clock(), batch))
             for row in rows:
                 try:
-                    yield str(row[0]), _meta(row[1:])
+                    meta = _meta(row[1:])
                 except CorruptRecord:
                     continue  # never listed; load and gc drop it
+                if not meta.retired_until:  # a retired key is not a session of its own
+                    yield str(row[0]), meta
             if len(rows) < batch:
                 return
             after = str(rows[-1][0])

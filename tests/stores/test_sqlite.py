@@ -497,10 +497,32 @@ def test_an_undecodable_row_is_dropped_by_the_listing_too(store: SQLiteStore, db
     assert raw_count(db) == 0
 
 
-def test_a_row_of_a_newer_record_format_is_not_read(store: SQLiteStore, db: Path) -> None:
+@pytest.mark.parametrize("fmt", [3, 4])
+def test_a_row_of_a_newer_record_format_is_not_read(store: SQLiteStore, db: Path, fmt: int) -> None:
     create(store, 1)
-    _corrupt(db, "UPDATE sessions SET format = 3 WHERE digest = ?", digest(1))
+    _corrupt(db, f"UPDATE sessions SET format = {fmt} WHERE digest = ?", digest(1))
     assert load(store, 1) is None
+
+
+def test_a_retired_row_is_cut_to_its_grace_and_of_a_format_older_readers_refuse(
+    store: SQLiteStore, db: Path, clock: FakeClock
+) -> None:
+    """The old row of a grace rotate: ``retired_until`` and ``expires_at`` at the grace's end, and
+    record format 3, which a reader of format 2 (that knows nothing of retirement) refuses as
+    unknown, rather than reading it as live, touching it back to life or writing to it."""
+    create(store, 1, user="alice")
+    now = clock()
+    assert store.execute(Rotate(digest(1), digest(2), meta(now, "alice"), {"a": b"1"}, LIFE, "alice", grace=5.0))
+    with sqlite3.connect(db) as conn:
+        rows = dict(
+            (d, (until, expires, fmt))
+            for d, until, expires, fmt in conn.execute("SELECT digest, retired_until, expires_at, format FROM sessions")
+        )
+    conn.close()
+    assert rows == {digest(1): (now + 5.0, now + 5.0, 3), digest(2): (0.0, now + IDLE, 2)}
+    assert store.execute(Collect()) == 0
+    clock.advance(5.0)
+    assert load(store, 1) is None and store.execute(Collect()) == 1 and raw_count(db) == 1
 
 
 def test_a_first_release_file_is_migrated_in_place(db: Path, clock: FakeClock) -> None:
@@ -556,6 +578,12 @@ def test_a_version_2_file_is_migrated_in_place_and_its_live_sessions_still_load(
     reopened = SQLiteStore(db, clock=clock)  # a migrated file is not migrated twice
     record = load(reopened, 1)
     assert record is not None and record.data == {"cart": b'["apple","pear"]'}
+    new = meta(clock(), "alice", authenticated_at=clock(), issued_at=clock(), binding="b1")
+    assert reopened.execute(Rotate(digest(1), digest(2), new, dict(record.data), LIFE, "alice", grace=10.0))
+    retired = load(reopened, 1)
+    assert retired is not None and retired.meta.retired_until == clock() + 10.0 and retired.meta.public_id == "pub123"
+    fresh = load(reopened, 2)
+    assert fresh is not None and fresh.meta == new and listed(reopened, "alice") == [digest(2)]
     reopened.close()
 
 
