@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from .stores.base import (
@@ -117,6 +118,20 @@ def load(store: Store, n: int, lifetime: Lifetime = LIFE) -> Record | None:
     return store.execute(Load(digest(n), lifetime))
 
 
+GRACE = 30.0
+
+
+def retire(store: Store, clock: FakeClock, user: str = "alice") -> tuple[Meta, Meta, float]:
+    """Session ``digest(1)`` of ``user`` rotated to ``digest(2)`` with a ``GRACE`` window, once a
+    touch of it was due: its meta before the rotate, the new key's meta, when it rotated."""
+    old = create(store, clock, 1, {"cart": b"[1]"}, user=user)
+    clock.advance(61)
+    new = meta(clock(), user, created_at=old.created_at, authenticated_at=clock(), issued_at=clock(), binding="b")
+    op = Rotate(digest(1), digest(2), new, {"cart": b"[1]", "x": b"2"}, LIFE, old_user_id=user, grace=GRACE)
+    assert store.execute(op) is True
+    return old, new, clock()
+
+
 def listed(store: Store, user: str, lifetime: Lifetime = LIFE) -> list[str]:
     return [key for key, _ in store.execute(SessionsOf(user, lifetime))]
 
@@ -152,6 +167,24 @@ class StoreContract:
         assert store.execute(Update(digest(1), LIFE, {f"key{i}": b"2" for i in range(1, 5000)}, ("key0",)))
         record = load(store, 1)
         assert record is not None and len(record.data) == 4999 and record.data["key1"] == b"2"
+
+    def test_the_security_fields_of_meta_round_trip(self, store: Store, clock: FakeClock) -> None:
+        """authenticated_at, issued_at and binding are stored as given by Create and Rotate, and
+        an Update (a touch, remember) leaves them as they were."""
+        now = clock()
+        m = meta(now, "alice", authenticated_at=now - 7.25, issued_at=now, binding="b1:0123abcd")
+        store.execute(Create(digest(1), m, {"a": b"1"}, LIFE))
+        record = load(store, 1)
+        assert record is not None and record.meta == m
+        clock.advance(5)
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"}, remember=True))
+        record = load(store, 1)
+        assert record is not None and record.meta == replace(m, last_seen=clock(), remember=True)
+        new = meta(clock(), "alice", created_at=now, authenticated_at=clock(), issued_at=clock(), binding="b2:\u00e9")
+        assert store.execute(Rotate(digest(1), digest(2), new, {"a": b"2"}, LIFE, old_user_id="alice"))
+        record = load(store, 2)
+        assert record is not None and record.meta == new
+        assert store.execute(SessionsOf("alice", LIFE)) == [(digest(2), new)]
 
     # -- the touch ---------------------------------------------------------------------------
 
@@ -271,6 +304,108 @@ class StoreContract:
         assert store.execute(Rotate(digest(2), digest(3), meta(clock(), "carol"), {}, LIFE, old_user_id="bob"))
         assert listed(store, "bob") == [] and listed(store, "carol") == [digest(3)]
 
+    # -- rotate with a grace window ------------------------------------------------------------
+    #
+    # The old key of a grace rotate is retired: read-only, untouched, unlisted, for GRACE seconds.
+    # RevokeAll ends a retired key but does not return it: it is not a live session of its own
+    # (its successor is the live one, and is counted), so "revoked N sessions" counts no session twice.
+
+    def test_a_grace_rotate_leaves_the_old_key_readable_as_it_was(self, store: Store, clock: FakeClock) -> None:
+        old, new, rotated_at = retire(store, clock)
+        clock.advance(10)
+        record = load(store, 1)
+        assert record is not None and dict(record.data) == {"cart": b"[1]"}
+        assert record.meta == replace(old, retired_until=rotated_at + GRACE)  # a touch was due: none happened
+        clock.advance(GRACE - 10.5)
+        record = load(store, 1)
+        assert record is not None and record.meta == replace(old, retired_until=rotated_at + GRACE)
+        record = load(store, 2)
+        assert record is not None and dict(record.data) == {"cart": b"[1]", "x": b"2"} and record.meta == new
+
+    def test_a_retired_key_is_gone_after_its_grace(self, store: Store, clock: FakeClock) -> None:
+        retire(store, clock)
+        clock.advance(GRACE)
+        assert load(store, 1) is None
+        assert load(store, 1) is None
+        assert store.execute(Update(digest(1), LIFE, {"cart": b"[9]"})) is False
+        assert load(store, 2) is not None and listed(store, "alice") == [digest(2)]
+        store.execute(Collect())
+        assert load(store, 1) is None and load(store, 2) is not None
+
+    def test_a_retired_key_still_obeys_the_lifetime(self, store: Store, clock: FakeClock) -> None:
+        old, _, rotated_at = retire(store, clock)
+        elapsed = rotated_at - old.created_at
+        assert load(store, 1, Lifetime(IDLE, elapsed, 60)) is None  # past the absolute timeout
+        assert load(store, 1, Lifetime(elapsed, ABSOLUTE, 6)) is None  # idle since its last touch
+        assert load(store, 2, Lifetime(elapsed, ABSOLUTE, 6)) is not None
+
+    def test_a_retired_key_takes_no_write(self, store: Store, clock: FakeClock) -> None:
+        old, new, rotated_at = retire(store, clock)
+        assert store.execute(Update(digest(1), LIFE, {"cart": b"[9]"}, ("x",), remember=True)) is False
+        assert store.execute(Rotate(digest(1), digest(3), meta(clock(), "alice"), {}, LIFE, "alice")) is False
+        assert store.execute(Rotate(digest(1), digest(4), meta(clock(), "alice"), {}, LIFE, "alice", GRACE)) is False
+        record = load(store, 1)
+        assert record is not None and dict(record.data) == {"cart": b"[1]"}
+        assert record.meta == replace(old, retired_until=rotated_at + GRACE)
+        assert load(store, 3) is None and load(store, 4) is None
+        assert store.execute(SessionsOf("alice", LIFE)) == [(digest(2), new)]
+
+    def test_delete_ends_a_retired_key(self, store: Store, clock: FakeClock) -> None:
+        retire(store, clock)
+        store.execute(Delete(digest(1), "alice"))
+        assert load(store, 1) is None
+        assert load(store, 2) is not None and listed(store, "alice") == [digest(2)]
+        create(store, clock, 5, {"a": b"1"}, user="bob")
+        assert store.execute(Rotate(digest(5), digest(6), meta(clock(), "bob"), {}, LIFE, "bob", GRACE))
+        store.execute(Delete(digest(5)))  # without the user
+        assert load(store, 5) is None and listed(store, "bob") == [digest(6)]
+
+    def test_revoke_all_ends_a_retired_key_and_does_not_count_it(self, store: Store, clock: FakeClock) -> None:
+        retire(store, clock)
+        assert store.execute(RevokeAll("alice", LIFE, keep=digest(2))) == []
+        assert load(store, 1) is None and load(store, 2) is not None
+        assert store.execute(Rotate(digest(2), digest(3), meta(clock(), "alice"), {}, LIFE, "alice", GRACE))
+        assert load(store, 2) is not None
+        assert store.execute(RevokeAll("alice", LIFE)) == [digest(3)]
+        assert load(store, 2) is None and load(store, 3) is None and listed(store, "alice") == []
+
+    def test_the_listing_never_shows_a_retired_key(self, store: Store, clock: FakeClock) -> None:
+        _, new, _ = retire(store, clock)
+        assert store.execute(SessionsOf("alice", LIFE)) == [(digest(2), new)]
+        clock.advance(GRACE)
+        assert store.execute(SessionsOf("alice", LIFE)) == [(digest(2), new)]
+
+    def test_the_new_key_of_a_grace_rotate_is_a_normal_session(self, store: Store, clock: FakeClock) -> None:
+        _, new, _ = retire(store, clock)
+        assert store.execute(Update(digest(2), LIFE, {"x": b"3"}))
+        clock.advance(61)  # past the grace, and a touch is due
+        record = load(store, 2)
+        assert record is not None and record.meta == replace(new, last_seen=clock()) and record.data["x"] == b"3"
+        assert store.execute(Rotate(digest(2), digest(3), meta(clock(), "alice"), {"y": b"1"}, LIFE, "alice"))
+        assert load(store, 2) is None and load(store, 1) is None
+        record = load(store, 3)
+        assert record is not None and dict(record.data) == {"y": b"1"} and listed(store, "alice") == [digest(3)]
+
+    def test_a_rotate_without_grace_ends_the_old_key_at_once(self, store: Store, clock: FakeClock) -> None:
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        assert store.execute(Rotate(digest(1), digest(2), meta(clock(), "alice"), {}, LIFE, "alice", grace=0.0))
+        assert load(store, 1) is None
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"})) is False
+        assert store.execute(RevokeAll("alice", LIFE, keep=digest(2))) == []
+
+    def test_retirement_is_the_stores_a_new_session_is_never_retired(self, store: Store, clock: FakeClock) -> None:
+        """``retired_until`` is set by the store on the old key of a grace rotate only: a Create or
+        the new key of a Rotate that carries one is a current session."""
+        m = meta(clock(), "alice", retired_until=clock() + 100)
+        store.execute(Create(digest(1), m, {"a": b"1"}, LIFE))
+        record = load(store, 1)
+        assert record is not None and record.meta == replace(m, retired_until=0.0)
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"}))
+        assert store.execute(Rotate(digest(1), digest(2), m, {"a": b"2"}, LIFE, "alice", GRACE))
+        record = load(store, 2)
+        assert record is not None and record.meta == replace(m, retired_until=0.0)
+        assert listed(store, "alice") == [digest(2)]
+
     # -- delete and the index -----------------------------------------------------------------
 
     def test_delete_is_idempotent(self, store: Store, clock: FakeClock) -> None:
@@ -384,5 +519,21 @@ class LockContract:
         time.sleep(0.3)  # for a server that keeps the lease by its own clock (a Redis PX)
         assert store.execute(AcquireLock(digest(1), "next", 5.0)) is True
 
+    def test_a_lock_never_blocks_a_logout(self, store: Store, clock: FakeClock) -> None:
+        """Delete and RevokeAll go through while another owner holds the session's lock, and the
+        holder's later Update finds the session gone: nothing is resurrected."""
+        create(store, clock, 1, {"a": b"1"}, user="alice")
+        create(store, clock, 2, {"a": b"1"}, user="alice")
+        assert store.execute(AcquireLock(digest(1), "holder", 30.0)) is True
+        assert store.execute(AcquireLock(digest(2), "holder", 30.0)) is True
+        store.execute(Delete(digest(1), "alice"))
+        assert load(store, 1) is None
+        assert store.execute(Update(digest(1), LIFE, {"a": b"2"})) is False
+        assert store.execute(RevokeAll("alice", LIFE)) == [digest(2)]
+        assert store.execute(Update(digest(2), LIFE, {"a": b"2"})) is False
+        assert load(store, 1) is None and load(store, 2) is None and listed(store, "alice") == []
+        store.execute(ReleaseLock(digest(1), "holder"))  # the holder still gives its lease back
+        assert store.execute(AcquireLock(digest(1), "next", 5.0)) is True
 
-__all__ = ["FakeClock", "LockContract", "StoreContract", "SyncFromAsync", "digest", "meta", "pytest"]
+
+__all__ = ["GRACE", "FakeClock", "LockContract", "StoreContract", "SyncFromAsync", "digest", "meta", "pytest"]

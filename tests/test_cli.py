@@ -220,7 +220,11 @@ def test_sqlite_revoke_all_needs_yes_then_ends_every_session(sqlite_db: tuple[st
     url, store, _ = sqlite_db
     past = time.time() - 10
     with sqlite3.connect(store.path) as conn:  # expired rows go too, uncounted
-        conn.execute("INSERT INTO sessions VALUES (?, 'ghost', ?, ?, ?, ?, '', 0, 2, '')", ("f" * 64, *[past] * 4))
+        conn.execute(
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, "
+            "user_agent, remember, format, public_id) VALUES (?, 'ghost', ?, ?, ?, ?, '', 0, 2, '')",
+            ("f" * 64, *[past] * 4),
+        )
     conn.close()
     asked = cli("revoke", "--all", "--store-url", url)
     line = one_line_error(asked, 2)
@@ -251,7 +255,8 @@ def test_sqlite_revoke_all_goes_in_batches_with_progress(tmp_path: Path) -> None
     with sqlite3.connect(store.path) as conn:
         store.execute(Check())
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, NULL, ?, ?, ?, ?, '', 0, 2, '')",
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, "
+            "user_agent, remember, format, public_id) VALUES (?, NULL, ?, ?, ?, ?, '', 0, 2, '')",
             [(f"{n:064x}", now, now, now + 3600, now + 600) for n in range(1_100)],
         )
     conn.close()
@@ -279,7 +284,8 @@ def test_sqlite_gc_reports_progress(sqlite_db: tuple[str, SQLiteStore, Populatio
     past = time.time() - 10
     with sqlite3.connect(store.path) as conn:
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, "
+            "user_agent, remember, format, public_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
             [(f"{n:064x}", "ghost", past, past, past, past, "", 0) for n in range(1_200)],
         )
     conn.close()

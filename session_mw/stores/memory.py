@@ -1,13 +1,15 @@
 """In-process store, for tests and single-process development.
 
 Thread-safe; expired sessions are dropped from a heap as writes go by, so no write ever
-scans every session.
+scans every session. A retired record (the old key of a grace rotate) stays in the records
+and in its user's index until its grace ends; only ``Load`` returns it, ``RevokeAll`` ends it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +36,10 @@ class MemoryStore(base.Dispatching):
 
     # -- helpers, called with the lock held ------------------------------------------------
 
-    def _live(self, key: str, lifetime: Lifetime, now: float) -> tuple[dict[str, bytes], Meta] | None:
+    def _live(
+        self, key: str, lifetime: Lifetime, now: float, *, retired: bool = False
+    ) -> tuple[dict[str, bytes], Meta] | None:
+        """The record if alive (dropped if not); a retired one only when ``retired`` is asked for."""
         entry = self._records.get(key)
         if entry is None:
             return None
@@ -42,10 +47,14 @@ class MemoryStore(base.Dispatching):
         if expires <= now or not lifetime.alive(meta, now):
             self._drop(key)
             return None
+        if meta.retired_until and not retired:
+            return None
         return data, meta
 
-    def _put(self, key: str, data: dict[str, bytes], meta: Meta, lifetime: Lifetime, now: float) -> None:
-        expires = lifetime.expires_at(meta)
+    def _put(
+        self, key: str, data: dict[str, bytes], meta: Meta, lifetime: Lifetime, now: float, until: float = math.inf
+    ) -> None:
+        expires = min(lifetime.expires_at(meta), until)
         self._records[key] = (data, meta, expires)
         heapq.heappush(self._expiry, (expires, key))
         if meta.user_id is not None:
@@ -82,11 +91,11 @@ class MemoryStore(base.Dispatching):
     def on_load(self, op: base.Load) -> Record | None:
         key, lifetime = op.key, op.lifetime
         now = self._clock()
-        live = self._live(key, lifetime, now)
+        live = self._live(key, lifetime, now, retired=True)
         if live is None:
             return None
         data, meta = live
-        if lifetime.touch_due(meta, now):
+        if not meta.retired_until and lifetime.touch_due(meta, now):
             meta = dataclasses.replace(meta, last_seen=now)
             self._put(key, data, meta, lifetime, now)
         return Record(dict(data), meta)
@@ -94,7 +103,7 @@ class MemoryStore(base.Dispatching):
     def on_create(self, op: base.Create) -> None:
         now = self._clock()
         self._drop(op.key)
-        self._put(op.key, dict(op.data), op.meta, op.lifetime, now)
+        self._put(op.key, dict(op.data), _current(op.meta), op.lifetime, now)
 
     def on_update(self, op: base.Update) -> bool:
         now = self._clock()
@@ -111,11 +120,17 @@ class MemoryStore(base.Dispatching):
 
     def on_rotate(self, op: base.Rotate) -> bool:
         now = self._clock()
-        if self._live(op.old_key, op.lifetime, now) is None:
+        old = self._live(op.old_key, op.lifetime, now)
+        if old is None:
             return False
-        self._drop(op.old_key)
+        if op.grace > 0:
+            until = now + op.grace
+            old_data, old_meta = old
+            self._put(op.old_key, old_data, dataclasses.replace(old_meta, retired_until=until), op.lifetime, now, until)
+        else:
+            self._drop(op.old_key)
         self._drop(op.key)
-        self._put(op.key, dict(op.data), op.meta, op.lifetime, now)
+        self._put(op.key, dict(op.data), _current(op.meta), op.lifetime, now)
         return True
 
     def on_delete(self, op: base.Delete) -> None:
@@ -123,13 +138,13 @@ class MemoryStore(base.Dispatching):
 
     def on_revoke_all(self, op: base.RevokeAll) -> list[str]:
         now = self._clock()
-        doomed = [
-            key
-            for key in sorted(self._users.get(op.user_id, ()))
-            if key != op.keep and self._live(key, op.lifetime, now) is not None
-        ]
-        for key in doomed:
-            self._drop(key)
+        doomed = []
+        for key in sorted(self._users.get(op.user_id, ())):
+            live = None if key == op.keep else self._live(key, op.lifetime, now, retired=True)
+            if live is not None:
+                self._drop(key)
+                if not live[1].retired_until:  # a retired key ends uncounted: its successor is the session
+                    doomed.append(key)
         return doomed
 
     def on_sessions_of(self, op: base.SessionsOf) -> list[tuple[str, Meta]]:
@@ -167,3 +182,8 @@ class MemoryStore(base.Dispatching):
     def count(self) -> int:
         with self._lock:
             return len(self._records)
+
+
+def _current(meta: Meta) -> Meta:
+    """Retirement is the store's to set (on the old key of a grace rotate), never a new session's."""
+    return dataclasses.replace(meta, retired_until=0.0) if meta.retired_until else meta

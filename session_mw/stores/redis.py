@@ -6,10 +6,11 @@ read the replies); only running a plan differs. Every script touches exactly one
 operation on one session is atomic in that session's hash slot, and a Cluster accepts all.
 
 Layout: a hash per session under ``{prefix}s:{digest}`` with one field per app key
-(``k:name``) and the metadata fields ``_c _s _d _u _a _r _i _v``; a sorted set per user under
-``{prefix}u:{user}`` scoring each session's digest by when it was added. The index names a
-session before it is born and tolerates stale entries; listing drops them. A hash holding only
-``_x`` is a tombstone: a session revoked before it was born, which no create may bring to life.
+(``k:name``) and the metadata fields ``_c _s _d _u _a _r _i _t _n _b _v`` (``_g`` too on a
+retired one, see ``_TAKE``); a sorted set per user under ``{prefix}u:{user}`` scoring each
+session's digest by when it was added. The index names a session before it is born and
+tolerates stale entries; listing drops them. A hash holding only ``_x`` is a tombstone: a
+session revoked before it was born, which no create may bring to life.
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ _Store = TypeVar("_Store", bound="RedisPlans")
 #: What a Redis call can raise when the store, not the caller, is at fault: redis-py's errors
 #: (its Cluster client's own exception type is not one of them) and the socket's.
 BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
-_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i")
+#: The metadata fields, in ``checked_meta``'s order (a listing reads them, then ``_v``).
+_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i", b"_t", b"_n", b"_b", b"_g")
+_RETIRED_AT = _META.index(b"_g")
 _DATA = b"k:"
+#: The record format of a retired hash (the old key of a grace rotate), as in the SQLite store:
+#: one more than a live record's, so a reader of format 2, which knows nothing of ``_g``, finds
+#: no session there (it never loads it, so it never writes to it) instead of a live one.
+_RETIRED_FORMAT = RECORD_FORMAT + 1
 #: Redis keeps an expired-looking key a little longer than the rule says: the TTL only
 #: collects garbage, and must never beat the server-side decision (clock skew between hosts).
 _TTL_MARGIN_MS = 1000
@@ -48,9 +55,10 @@ security_log = logging.getLogger("session_mw.security")
 # Shared Lua: the Lifetime rule (base.Lifetime) and chunked HSET/HDEL (unpack has a limit).
 _COMMON = """
 local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
+-- the absolute deadline of a live, current session; nil if dead, a tombstone or retired (_g)
 local function expiry(key, now, idle, absolute)
-  local m = redis.pcall('HMGET', key, '_c', '_s', '_d')
-  if m['err'] then return nil end
+  local m = redis.pcall('HMGET', key, '_c', '_s', '_d', '_g')
+  if m['err'] or m[4] then return nil end
   local c, s, d = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
   if not (finite(c) and finite(s) and finite(d)) then return nil end
   local deadline = math.min(d, c + absolute)
@@ -81,10 +89,17 @@ local h = redis.pcall('HGETALL', KEYS[1])
 if h['err'] then redis.call('DEL', KEYS[1]) return -1 end
 if #h == 0 then return h end
 local now, idle, absolute, interval = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local at = 0
+local at, retired = 0, 0
 for i = 1, #h, 2 do
-  if h[i] == '_x' then return {} end  -- a tombstone: a session revoked before it was born
-  if h[i] == '_s' then at = i + 1 end
+  local f = h[i]
+  if f == '_x' then return {} end  -- a tombstone: a session revoked before it was born
+  if f == '_s' then at = i + 1 elseif f == '_g' then retired = i + 1 end
+end
+if retired > 0 then
+  -- the old key of a grace rotate: read-only, never touched; past its grace, gone
+  local g = tonumber(h[retired])
+  if g ~= nil and now >= g then redis.call('DEL', KEYS[1]) return {} end
+  return h
 end
 local deadline = expiry(KEYS[1], now, idle, absolute)
 if deadline == nil then return h end
@@ -126,12 +141,19 @@ return 1
 """
 )
 
-# KEYS: the old session of a rotate. ARGV: margin ms, now, idle, absolute. 1: it was live and is gone.
+# KEYS: the old session of a rotate. ARGV: margin ms, now, idle, absolute, then for a grace
+# window: retired_until, the retired record format, grace s. 1: it was live and current, and is
+# now gone, or retired: marked (_g, and a _v older readers refuse) and kept for the grace only.
 _TAKE = (
     _COMMON
     + """
 if expiry(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])) == nil then return 0 end
-redis.call('DEL', KEYS[1])
+if ARGV[5] == nil then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], '_g', ARGV[5], '_v', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ms(tonumber(ARGV[7])))
 return 1
 """
 )
@@ -260,6 +282,12 @@ def _meta_fields(meta: Meta) -> list[Any]:
         _flag(meta.remember),
         "_i",
         meta.public_id,
+        "_t",
+        repr(meta.authenticated_at),
+        "_n",
+        repr(meta.issued_at),
+        "_b",
+        meta.binding,
         "_v",
         str(RECORD_FORMAT),
     ]
@@ -434,13 +462,18 @@ class RedisPlans:
             return None
         fields = dict(zip(reply[::2], reply[1::2], strict=True))
         try:
-            if _record_format(fields.get(b"_v")) > RECORD_FORMAT:
+            version = _record_format(fields.get(b"_v"))
+            if version > RECORD_FORMAT and (version != _RETIRED_FORMAT or b"_g" not in fields):
                 return None  # written by a newer session_mw: not ours to read, nor to drop
             meta = checked_meta(*(fields.get(name) for name in _META))
+            if b"_g" in fields and not meta.retired_until:
+                raise CorruptRecord("a retired session hash without the end of its grace")
             data = {checked_name(k[2:]): v for k, v in fields.items() if k.startswith(_DATA)}
         except CorruptRecord as exc:
             _dropped(exc)
             yield from self._cleanup([("DEL", session)])
+            return None
+        if meta.retired_until and now >= meta.retired_until:
             return None
         return Record(data, meta) if op.lifetime.alive(meta, now) else None
 
@@ -470,19 +503,24 @@ class RedisPlans:
 
     def on_rotate(self, op: base.Rotate) -> Plan[bool]:
         """Three steps, each in its own slot: the new user's index names the new session; the old
-        session dies if it is live (else nothing more happens); the new session is born unless a
-        revoke left a tombstone meanwhile. A failure after the second step logs the user out;
-        no order of failures leaves two live sessions or brings back a dead one."""
+        session dies (or with a grace, is retired) if it is live and current (else nothing more
+        happens); the new session is born unless a revoke left a tombstone meanwhile. A failure
+        after the second step logs the user out; no order of failures leaves two live sessions
+        or brings back a dead one. A retired key stays in its user's index, so that "log out
+        everywhere" finds and ends it; once its grace is over the listing drops the entry."""
         now = self.clock()
         if op.meta.user_id is not None:
             yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
-        taken = yield Script("take", (self.session_key(op.old_key),), self._lifetime_args(op.lifetime, now))
+        take = self._lifetime_args(op.lifetime, now)
+        if op.grace > 0:
+            take += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace))
+        taken = yield Script("take", (self.session_key(op.old_key),), take)
         if not int(taken):
             if op.meta.user_id is not None:
                 yield from self._cleanup([("ZREM", self.user_key(op.meta.user_id), op.key)])
             return False
         born = yield from self._born(op.key, op.meta, op.data, op.lifetime, now)
-        if op.old_user_id is not None:
+        if op.old_user_id is not None and op.grace <= 0:
             yield from self._cleanup([("ZREM", self.user_key(op.old_user_id), op.old_key)])
         return bool(born)
 
@@ -543,9 +581,11 @@ class RedisPlans:
                         if (now - added) * 1000 > _BIRTH_GRACE_MS:
                             stale.append(digest)
                         continue
-                    if _record_format(row[7]) > RECORD_FORMAT:
+                    if row[_RETIRED_AT] is not None:
+                        continue  # retired: not a session of its own, but kept for RevokeAll
+                    if _record_format(row[len(_META)]) > RECORD_FORMAT:
                         continue
-                    meta = checked_meta(*row[:7])
+                    meta = checked_meta(*row[: len(_META)])
                 except CorruptRecord as exc:
                     _dropped(exc)
                     stale.append(digest)

@@ -9,6 +9,10 @@ read-modify-write is atomic across processes.
 ``expires_at`` is on the store's clock (``time.time()`` unless one is injected), like a Redis
 TTL: a row past it is treated as absent at once, and deleted later by ``gc`` or by the small
 batch of collection that every few hundred writes pay for.
+
+The old row of a rotate with a grace window is retired in place: ``retired_until`` set,
+``expires_at`` cut to it, and the record format ``_RETIRED_FORMAT``, which every reader that
+predates retirement refuses (and drops), so an older process never takes it for a live session.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ from .base import (
 log = logging.getLogger("session_mw.stores.sqlite")
 security_log = logging.getLogger("session_mw.security")
 
+#: The record format of a retired row (the old key of a grace rotate): one more than a live
+#: row's, so that readers of ``RECORD_FORMAT`` 2, which know nothing of retirement, refuse it
+#: instead of reading, touching or writing it as a live session. Live rows stay ``RECORD_FORMAT``
+#: (the columns added since read as their defaults, so older readers read those rows right).
+_RETIRED_FORMAT = RECORD_FORMAT + 1
+
 #: The schema version this code writes (stored in ``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``_MIGRATIONS[n]`` takes a file from version ``n - 1`` to version ``n``; version 0 is an
 #: empty file. They run in one transaction, so a file is never left half-migrated.
@@ -82,6 +92,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE sessions ADD COLUMN format INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE sessions ADD COLUMN public_id TEXT NOT NULL DEFAULT ''",
     ),
+    # the security fields of Meta; rows written before them read as never authenticated, issued
+    # at creation at most, unbound and current
+    3: (
+        "ALTER TABLE sessions ADD COLUMN authenticated_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN issued_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN binding TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE sessions ADD COLUMN retired_until REAL NOT NULL DEFAULT 0",
+    ),
 }
 _TABLES = {
     "sessions": {
@@ -98,17 +116,21 @@ _TABLES = {
     "session_locks": {"digest", "owner", "expires_at"},
 }
 
+# The metadata columns in ``checked_meta``'s order, then the record format: what ``_meta`` reads.
+_META_COLUMNS = 12
 _LOAD = (
     "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, s.public_id, "
-    "s.format, v.name, v.value FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest "
-    "WHERE s.digest = ? AND s.expires_at > ?"
+    "s.authenticated_at, s.issued_at, s.binding, s.retired_until, s.format, v.name, v.value "
+    "FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest WHERE s.digest = ? AND s.expires_at > ?"
 )
 _LIVE_META = (
-    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
-    "FROM sessions WHERE digest = ? AND expires_at > ?"
+    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ? AND expires_at > ?"
 )
 # only if nobody touched it since we read it: two touches racing leave one, never a stale last_seen
-_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ?"
+# and never a retired row (retired between the read and this touch)
+_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ? AND retired_until = 0"
+_RETIRE = "UPDATE sessions SET retired_until = ?, format = ?, expires_at = MIN(expires_at, ?) WHERE digest = ?"
 _DELETE_VALUE = "DELETE FROM session_values WHERE digest = ? AND name = ?"
 _UPSERT_VALUE = (
     "INSERT INTO session_values (digest, name, value) VALUES (?, ?, ?) "
@@ -117,15 +139,17 @@ _UPSERT_VALUE = (
 _UPDATE_TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ?, remember = ? WHERE digest = ?"
 _INSERT_SESSION = (
     "INSERT INTO sessions (user_id, created_at, last_seen, absolute_deadline, expires_at, user_agent, remember, "
-    "public_id, format, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "public_id, authenticated_at, issued_at, binding, format, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE_SESSION = "DELETE FROM sessions WHERE digest = ?"  # values go with it (ON DELETE CASCADE)
 _USER_SESSIONS = (
-    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format "
     "FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at, digest"
 )
 _ITER_SESSIONS = (
-    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, format "
+    "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format "
     "FROM sessions WHERE digest > ? AND expires_at > ? ORDER BY digest LIMIT ?"
 )
 _LOCK = (
@@ -151,10 +175,13 @@ class SQLiteStats(TypedDict):
 
 def _meta(row: Any) -> Meta:
     """The metadata columns (``_META``) of a row, or ``CorruptRecord``."""
-    c, s, d, u, a, r, i, fmt = row
-    if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
+    *fields, fmt = row
+    if not isinstance(fmt, int) or fmt > _RETIRED_FORMAT:
         raise CorruptRecord("a session row of an unknown record format")
-    return checked_meta(c, s, d, u, a, r, i)
+    meta = checked_meta(*fields)
+    if fmt > RECORD_FORMAT and not meta.retired_until:
+        raise CorruptRecord("a session row of an unknown record format")
+    return meta
 
 
 def _escaped_text(data: bytes) -> str:
@@ -190,6 +217,9 @@ def _meta_params(meta: Meta, expires_at: float, digest: str) -> tuple[Any, ...]:
         meta.user_agent,
         int(meta.remember),
         meta.public_id,
+        meta.authenticated_at,
+        meta.issued_at,
+        meta.binding,
         RECORD_FORMAT,
         digest,
     )
@@ -457,8 +487,12 @@ class SQLiteStore(base.Dispatching):
         if not rows:
             return None
         try:
-            meta = _meta(rows[0][:8])
-            data = {checked_name(row[8]): checked_value(row[9]) for row in rows if row[8] is not None}
+            meta = _meta(rows[0][:_META_COLUMNS])
+            data = {
+                checked_name(row[_META_COLUMNS]): checked_value(row[_META_COLUMNS + 1])
+                for row in rows
+                if row[_META_COLUMNS] is not None
+            }
         except CorruptRecord as exc:
             if not wait:
                 raise WouldBlock from None
@@ -466,6 +500,8 @@ class SQLiteStore(base.Dispatching):
             return None
         if not lifetime.alive(meta, now):
             return None  # expired by the current settings; gc collects the row
+        if meta.retired_until:  # read-only: never touched; past its grace, expires_at hides it
+            return Record(data, meta) if now < meta.retired_until else None
         if lifetime.touch_due(meta, now):
             touched = dataclasses.replace(meta, last_seen=now)
             # a single UPDATE is atomic by itself; one of a session deleted meanwhile changes nothing
@@ -498,7 +534,7 @@ class SQLiteStore(base.Dispatching):
         except CorruptRecord as exc:
             self._drop_corrupt(conn, key, exc)
             return None
-        return meta if lifetime.alive(meta, now) else None
+        return meta if lifetime.alive(meta, now) and not meta.retired_until else None
 
     def _insert(self, conn: sqlite3.Connection, key: str, meta: Meta, data: Any, lifetime: Lifetime) -> None:
         now = self._clock()
@@ -530,9 +566,14 @@ class SQLiteStore(base.Dispatching):
 
     def on_rotate(self, op: base.Rotate) -> bool:
         with self._connection() as conn, self._transaction(conn):
-            if self._live_meta(conn, op.old_key, op.lifetime, self._clock()) is None:
-                return False
-            conn.execute(_DELETE_SESSION, (op.old_key,))
+            now = self._clock()
+            if self._live_meta(conn, op.old_key, op.lifetime, now) is None:
+                return False  # dead, or retired by another rotate
+            if op.grace > 0:
+                until = now + op.grace
+                conn.execute(_RETIRE, (until, _RETIRED_FORMAT, until, op.old_key))
+            else:
+                conn.execute(_DELETE_SESSION, (op.old_key,))
             self._insert(conn, op.key, op.meta, op.data, op.lifetime)
         self._amortised_gc()
         return True
@@ -551,12 +592,12 @@ class SQLiteStore(base.Dispatching):
                 if key == op.keep:
                     continue
                 try:
-                    alive = op.lifetime.alive(_meta(row[1:]), now)
+                    meta = _meta(row[1:])
                 except CorruptRecord as exc:
                     self._drop_corrupt(conn, key, exc)
                     continue
                 conn.execute(_DELETE_SESSION, (key,))
-                if alive:
+                if op.lifetime.alive(meta, now) and not meta.retired_until:  # a retired key ends uncounted
                     doomed.append(key)
         return doomed
 
@@ -571,7 +612,7 @@ class SQLiteStore(base.Dispatching):
                 except CorruptRecord as exc:
                     self._drop_corrupt(conn, str(row[0]), exc)
                     continue
-                if op.lifetime.alive(meta, now):
+                if op.lifetime.alive(meta, now) and not meta.retired_until:
                     out.append((str(row[0]), meta))
         return out
 
@@ -694,9 +735,11 @@ class SQLiteStore(base.Dispatching):
                 rows = _rows(conn, _ITER_SESSIONS, (after, self._clock(), batch))
             for row in rows:
                 try:
-                    yield str(row[0]), _meta(row[1:])
+                    meta = _meta(row[1:])
                 except CorruptRecord:
                     continue  # never listed; load and gc drop it
+                if not meta.retired_until:  # a retired key is not a session of its own
+                    yield str(row[0]), meta
             if len(rows) < batch:
                 return
             after = str(rows[-1][0])

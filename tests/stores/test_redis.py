@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -88,6 +89,26 @@ def test_keys_are_digests_under_the_prefix_and_records_are_versioned(
     assert raw.hget(f"{key_prefix}s:{digest(4)}", "_v") == b"2"
 
 
+def test_the_meta_fields_of_the_hash(store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock) -> None:
+    now = clock()
+    m = meta(now, "bob", authenticated_at=now - 1.5, issued_at=now, binding="b1:ab")
+    store.execute(Create(digest(4), m, {"x": b"1"}, LIFE))
+    fields = cast("dict[bytes, bytes]", raw.hgetall(f"{key_prefix}s:{digest(4)}"))
+    assert {k: v for k, v in fields.items() if not k.startswith(b"k:")} == {
+        b"_c": repr(now).encode(),
+        b"_s": repr(now).encode(),
+        b"_d": repr(now + 3600).encode(),
+        b"_u": b"bob",
+        b"_a": b"pytest/1.0",
+        b"_r": b"0",
+        b"_i": m.public_id.encode(),
+        b"_t": repr(now - 1.5).encode(),
+        b"_n": repr(now).encode(),
+        b"_b": b"b1:ab",
+        b"_v": b"2",
+    }
+
+
 def test_a_redis_ttl_never_beats_the_servers_decision(store: RedisStore, raw: redis.Redis, key_prefix: str) -> None:
     clock = store.clock
     store.execute(Create(digest(5), meta(clock()), {"x": b"1"}, Lifetime(2.0, 3600.0, 0.2)))
@@ -107,6 +128,8 @@ def test_a_redis_ttl_never_beats_the_servers_decision(store: RedisStore, raw: re
         lambda r, k: r.hset(k, "_u", b"\xff\xfe"),
         lambda r, k: r.hset(k, "_v", "x"),
         lambda r, k: r.hdel(k, "_c"),
+        lambda r, k: r.hset(k, "_g", "soon"),
+        lambda r, k: r.hset(k, "_g", ""),
     ],
 )
 def test_an_undecodable_record_is_absent_everywhere_and_dropped(
@@ -303,3 +326,46 @@ def test_a_user_with_many_sessions_is_listed_and_revoked_in_bounded_pages(
     assert len(store.execute(SessionsOf("alice", LIFE))) == many
     assert len(store.execute(RevokeAll("alice", LIFE))) == many
     assert store.execute(SessionsOf("alice", LIFE)) == [] and raw.zcard(f"{key_prefix}u:alice") == 0
+
+
+def test_a_retired_hash_is_marked_kept_for_the_grace_only_and_still_indexed(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    """The take step of a grace rotate keeps the old hash as it was, plus ``_g`` (the end of the
+    grace) and ``_v`` 3 (a format the readers of format 2 refuse: to them the key is empty), with
+    a TTL of the grace plus the margin; its user's index still names it, for "log out everywhere"."""
+    now = clock()
+    store.execute(Create(digest(1), meta(now, "alice"), {"a": b"1"}, LIFE))
+    old = cast("dict[bytes, bytes]", raw.hgetall(f"{key_prefix}s:{digest(1)}"))
+    assert store.execute(Rotate(digest(1), digest(2), meta(now, "alice"), {"a": b"1"}, LIFE, "alice", grace=5.0))
+    retired = cast("dict[bytes, bytes]", raw.hgetall(f"{key_prefix}s:{digest(1)}"))
+    assert retired == old | {b"_g": repr(now + 5.0).encode(), b"_v": b"3"}
+    assert 5000 < raw.pttl(f"{key_prefix}s:{digest(1)}") <= 6000
+    assert raw.zscore(f"{key_prefix}u:alice", digest(1)) is not None
+    assert raw.hget(f"{key_prefix}s:{digest(2)}", "_v") == b"2" and not raw.hexists(f"{key_prefix}s:{digest(2)}", "_g")
+
+
+def test_a_load_of_a_retired_hash_writes_nothing_and_one_past_its_grace_is_deleted(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    clock.advance(100)  # a touch is due
+    assert store.execute(Rotate(digest(1), digest(2), meta(clock(), "alice"), {}, LIFE, "alice", grace=5.0))
+    raw.config_resetstat()
+    record = store.execute(Load(digest(1), LIFE))
+    assert record is not None and record.meta.last_seen == clock() - 100
+    stats = raw.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 1
+    assert "cmdstat_hset" not in stats and "cmdstat_pexpire" not in stats and "cmdstat_del" not in stats
+    clock.advance(5.0)  # the grace is over by the store's clock, long before Redis's TTL
+    assert store.execute(Load(digest(1), LIFE)) is None
+    assert not raw.exists(f"{key_prefix}s:{digest(1)}")
+
+
+def test_a_hash_of_the_retired_format_that_is_not_retired_is_a_newer_format(
+    store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
+) -> None:
+    store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
+    raw.hset(f"{key_prefix}s:{digest(1)}", "_v", "3")
+    assert store.execute(Load(digest(1), LIFE)) is None
+    assert raw.exists(f"{key_prefix}s:{digest(1)}")  # not ours to drop

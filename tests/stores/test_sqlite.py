@@ -112,7 +112,7 @@ def test_memory_path_is_refused() -> None:
 def test_a_new_file_gets_the_schema_wal_and_its_version(store: SQLiteStore, db: Path) -> None:
     create(store, 1)
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"sessions", "session_values", "sessions_user_id", "sessions_expires_at"} <= names
@@ -319,7 +319,8 @@ def _insert_expired(db: Path, count: int, start: int = 1_000) -> None:
     past = START - 10
     with sqlite3.connect(db) as conn:
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, "
+            "user_agent, remember, format, public_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 2, '')",
             [(digest(n), "old", past, past, past, past, "", 0) for n in range(start, start + count)],
         )
         conn.executemany(
@@ -496,10 +497,32 @@ def test_an_undecodable_row_is_dropped_by_the_listing_too(store: SQLiteStore, db
     assert raw_count(db) == 0
 
 
-def test_a_row_of_a_newer_record_format_is_not_read(store: SQLiteStore, db: Path) -> None:
+@pytest.mark.parametrize("fmt", [3, 4])
+def test_a_row_of_a_newer_record_format_is_not_read(store: SQLiteStore, db: Path, fmt: int) -> None:
     create(store, 1)
-    _corrupt(db, "UPDATE sessions SET format = 3 WHERE digest = ?", digest(1))
+    _corrupt(db, f"UPDATE sessions SET format = {fmt} WHERE digest = ?", digest(1))
     assert load(store, 1) is None
+
+
+def test_a_retired_row_is_cut_to_its_grace_and_of_a_format_older_readers_refuse(
+    store: SQLiteStore, db: Path, clock: FakeClock
+) -> None:
+    """The old row of a grace rotate: ``retired_until`` and ``expires_at`` at the grace's end, and
+    record format 3, which a reader of format 2 (that knows nothing of retirement) refuses as
+    unknown, rather than reading it as live, touching it back to life or writing to it."""
+    create(store, 1, user="alice")
+    now = clock()
+    assert store.execute(Rotate(digest(1), digest(2), meta(now, "alice"), {"a": b"1"}, LIFE, "alice", grace=5.0))
+    with sqlite3.connect(db) as conn:
+        rows = dict(
+            (d, (until, expires, fmt))
+            for d, until, expires, fmt in conn.execute("SELECT digest, retired_until, expires_at, format FROM sessions")
+        )
+    conn.close()
+    assert rows == {digest(1): (now + 5.0, now + 5.0, 3), digest(2): (0.0, now + IDLE, 2)}
+    assert store.execute(Collect()) == 0
+    clock.advance(5.0)
+    assert load(store, 1) is None and store.execute(Collect()) == 1 and raw_count(db) == 1
 
 
 def test_a_first_release_file_is_migrated_in_place(db: Path, clock: FakeClock) -> None:
@@ -519,6 +542,49 @@ def test_a_first_release_file_is_migrated_in_place(db: Path, clock: FakeClock) -
     record = load(s, 1)
     assert record is not None and record.data == {"cart": b'["apple"]'} and record.meta.user_id == "alice"
     s.close()
+
+
+def test_a_version_2_file_is_migrated_in_place_and_its_live_sessions_still_load(db: Path, clock: FakeClock) -> None:
+    """Schema 2 gains the security fields of Meta (migration 3); a session live before it is
+    live after it, with the fields' defaults, and takes the writes of this version."""
+    from session_mw.stores.sqlite import _MIGRATIONS
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for version in (1, 2):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute(
+            "INSERT INTO sessions (digest, user_id, created_at, last_seen, absolute_deadline, expires_at, user_agent, "
+            "remember, format, public_id) VALUES (?, 'alice', ?, ?, ?, ?, 'UA', 1, 2, 'pub123')",
+            (digest(1), START, START, START + 3600, START + 600),
+        )
+        conn.execute("INSERT INTO session_values VALUES (?, 'cart', ?)", (digest(1), b'["apple"]'))
+    conn.close()
+    clock.advance(10)
+    s = SQLiteStore(db, clock=clock)
+    record = load(s, 1)
+    assert record is not None and record.data == {"cart": b'["apple"]'}
+    assert record.meta == Meta(START, START, START + 3600, "alice", "UA", True, "pub123", 0.0, 0.0, "", 0.0)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+    conn.close()
+    assert {"authenticated_at", "issued_at", "binding", "retired_until"} <= columns
+    assert s.execute(Update(digest(1), LIFE, {"cart": b'["apple","pear"]'}))
+    assert listed(s, "alice") == [digest(1)]
+    s.close()
+    reopened = SQLiteStore(db, clock=clock)  # a migrated file is not migrated twice
+    record = load(reopened, 1)
+    assert record is not None and record.data == {"cart": b'["apple","pear"]'}
+    new = meta(clock(), "alice", authenticated_at=clock(), issued_at=clock(), binding="b1")
+    assert reopened.execute(Rotate(digest(1), digest(2), new, dict(record.data), LIFE, "alice", grace=10.0))
+    retired = load(reopened, 1)
+    assert retired is not None and retired.meta.retired_until == clock() + 10.0 and retired.meta.public_id == "pub123"
+    fresh = load(reopened, 2)
+    assert fresh is not None and fresh.meta == new and listed(reopened, "alice") == [digest(2)]
+    reopened.close()
 
 
 def test_the_start_up_check_refuses_a_foreign_file(db: Path) -> None:
