@@ -115,12 +115,29 @@ class Sealer:
         return f"Sealer(secrets={self.secrets})"
 
     def seal(self, store_key: str, name: str, value: bytes) -> bytes:
-        nonce = os.urandom(_NONCE)
-        return self._header + nonce + self._sealing.encrypt(nonce, value, _aad(self._header, store_key, name))
+        return self.seal_all(store_key, {name: value})[name]
 
     def open(self, store_key: str, name: str, sealed: bytes) -> bytes:
         """The plain value, or ``CorruptRecord`` saying why not (never what it holds)."""
-        if sealed[: len(MAGIC)] != MAGIC:
+        return self._open(_bound(store_key), name, sealed)
+
+    def seal_all(self, store_key: str, data: Mapping[str, bytes]) -> dict[str, bytes]:
+        header, aead, bound, random = self._header, self._sealing, _bound(store_key), os.urandom
+        sealed = {}
+        for name, value in data.items():
+            nonce = random(_NONCE)
+            sealed[name] = header + nonce + aead.encrypt(nonce, value, header + bound + name.encode())
+        return sealed
+
+    def open_record(self, store_key: str, record: Record) -> Record:
+        """``record`` with its values opened, or ``CorruptRecord`` if any one does not open."""
+        if not record.data:
+            return record
+        bound = _bound(store_key)
+        return Record({name: self._open(bound, name, value) for name, value in record.data.items()}, record.meta)
+
+    def _open(self, bound: bytes, name: str, sealed: bytes) -> bytes:
+        if not sealed.startswith(MAGIC):
             raise CorruptRecord("a session value is not sealed (written before encryption at rest, or forged)")
         if len(sealed) < _OVERHEAD:
             raise CorruptRecord("a sealed session value is truncated")
@@ -128,21 +145,17 @@ class Sealer:
         candidates = self._keys.get(header[len(MAGIC) :])
         if candidates is None:
             raise CorruptRecord("a session value is sealed with a secret not configured")
-        nonce, body = sealed[_HEADER : _HEADER + _NONCE], sealed[_HEADER + _NONCE :]
-        aad = _aad(header, store_key, name)
+        nonce, body, aad = (
+            sealed[_HEADER : _HEADER + _NONCE],
+            sealed[_HEADER + _NONCE :],
+            header + bound + name.encode(),
+        )
         for aead in candidates:
             try:
                 return aead.decrypt(nonce, body, aad)
             except InvalidTag:
                 continue
         raise CorruptRecord("a sealed session value failed authentication")
-
-    def seal_all(self, store_key: str, data: Mapping[str, bytes]) -> dict[str, bytes]:
-        return {name: self.seal(store_key, name, value) for name, value in data.items()}
-
-    def open_record(self, store_key: str, record: Record) -> Record:
-        data = {name: self.open(store_key, name, value) for name, value in record.data.items()}
-        return Record(data, record.meta)
 
     def sealed_op(self, op: Op[R]) -> Op[R]:
         """``op`` with its values sealed for the key they are written under; a value-free op as is.
@@ -161,9 +174,11 @@ class Sealer:
         raise unsupported(self, op)
 
 
-def _aad(header: bytes, store_key: str, name: str) -> bytes:
+def _bound(store_key: str) -> bytes:
+    """The part of every value's associated data that binds it to its session (after the header,
+    before the name): the store key, length-prefixed so that no key and name pair reads as another."""
     key = store_key.encode()
-    return header + struct.pack(">I", len(key)) + key + name.encode()
+    return struct.pack(">I", len(key)) + key
 
 
 def _carries_values(op: Op[Any]) -> bool:

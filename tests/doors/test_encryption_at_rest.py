@@ -54,7 +54,11 @@ def raw(store: Counting, config: SessionConfig, clock: FakeClock) -> Iterator[St
     assert isinstance(sealed, (SealedStore, AsyncSealedStore))
     if config.store_url == "memory://":
         inner = sealed.inner
-        yield inner.sync if isinstance(inner, AsyncFromSync) else inner  # type: ignore[misc]
+        if isinstance(inner, AsyncFromSync):
+            yield inner.sync
+        else:
+            assert isinstance(sealed, SealedStore)
+            yield sealed.inner
         return
     plain = open_store(config.replace(encryption_keys=()), clock=clock)
     assert not isinstance(plain, SealedStore)
