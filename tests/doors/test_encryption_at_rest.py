@@ -15,13 +15,15 @@ import httpx
 import pytest
 
 from session_mw import SessionConfig
-from session_mw.stores import Store, open_store
+from session_mw.engine import Engine
+from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.base import UNBOUNDED, Close, Load, Record, Update
 from session_mw.stores.sealed import MAGIC, AsyncSealedStore, SealedStore
 from session_mw.stores.threaded import AsyncFromSync
 from session_mw.testing import FakeClock
 from session_mw.tokens import Digester
-from tests.doors.harness import ABSOLUTE, IDLE, Counting, expired, live_keys, token_of
+from tests.doors.apps import DOORS
+from tests.doors.harness import ABSOLUTE, IDLE, Clients, Counting, cookie, expired, live_keys, token_of
 
 SECRET = "the door suite's encryption secret"
 
@@ -120,3 +122,33 @@ def test_a_value_tampered_with_in_the_store_ends_the_session(
     warnings = [rec.getMessage() for rec in caplog.records if rec.name == "session_mw.security"]
     assert any("failed authentication" in message for message in warnings)
     assert all(token not in message and _key(token) not in message for message in warnings)
+
+
+def test_a_session_moving_to_a_new_digest_key_is_sealed_anew(
+    door: str, config: SessionConfig, store: Counting, raw: Store, clock: FakeClock
+) -> None:
+    """``previous_digest_keys``: the engine moves the session to its new store key with a rotate,
+    and the values are sealed for that key (the old key's associated data would not open there)."""
+    old, new = "the digest key of last year", "the digest key of this year"
+    before = config.replace(digest_key=old)
+    after = config.replace(digest_key=new, previous_digest_keys=(old,))
+    # an asyncio Redis client belongs to one event loop, and each app's test client runs its own
+    # (left open, as the door fixtures leave theirs: its loop is gone when the test ends)
+    own_store = door == "asgi" and config.store_url.startswith("redis")
+    later = Counting(open_async_store(after, clock=clock)) if own_store else store
+    first = Clients(door, DOORS[door](before, store, Engine(before, clock=clock)))
+    second = Clients(door, DOORS[door](after, later, Engine(after, clock=clock)))
+    try:
+        token = token_of(first.new().post("/note", json={"note": "kept"}))
+        assert token is not None
+        browser = second.new()
+        r = browser.post("/cart", json={"item": "apple"}, headers=cookie(token))
+        assert r.status_code == 200
+        assert browser.get("/whoami", headers=cookie(token)).json()["note"] == "kept"
+        moved = raw.execute(Load(Digester(new)(token), UNBOUNDED))
+        assert moved is not None and set(moved.data) == {"note", "cart"}
+        assert all(value.startswith(MAGIC) for value in moved.data.values())
+        assert raw.execute(Load(Digester(old)(token), UNBOUNDED)) is None
+    finally:
+        first.close()
+        second.close()
