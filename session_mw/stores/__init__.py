@@ -31,8 +31,19 @@ def _redis_options(config: SessionConfig) -> dict[str, Any]:
 def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time) -> Store:
     """The sync store named by ``config.store_url`` (the SQLite file is opened on first use).
 
-    ``clock`` is the store's time (tests inject the engine's fake clock).
+    ``clock`` is the store's time (tests inject the engine's fake clock). With
+    ``config.encryption_keys`` its values are sealed at rest (``sealed.SealedStore``).
     """
+    store = _open_plain_store(config, clock)
+    if not config.encryption_keys:
+        return store
+    from .sealed import SealedStore
+
+    return SealedStore(store, config.encryption_keys)
+
+
+def _open_plain_store(config: SessionConfig, clock: Callable[[], float]) -> Store:
+    """The store ``config.store_url`` names, as it is (no encryption at rest)."""
     scheme = _scheme(config.store_url)
     if scheme == "memory":
         from .memory import MemoryStore
@@ -50,7 +61,16 @@ def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time)
 
 
 def open_async_store(config: SessionConfig, *, clock: Callable[[], float] = time.time) -> AsyncStore:
-    """The asyncio store named by ``config.store_url``."""
+    """The asyncio store named by ``config.store_url``; sealed at rest as ``open_store``'s."""
+    store = _open_plain_async_store(config, clock)
+    if not config.encryption_keys:
+        return store
+    from .sealed import AsyncSealedStore
+
+    return AsyncSealedStore(store, config.encryption_keys)
+
+
+def _open_plain_async_store(config: SessionConfig, clock: Callable[[], float]) -> AsyncStore:
     scheme = _scheme(config.store_url)
     if scheme in REDIS_SCHEMES:
         from .redis import AsyncRedisStore
@@ -58,5 +78,5 @@ def open_async_store(config: SessionConfig, *, clock: Callable[[], float] = time
         return AsyncRedisStore.from_url(config.store_url, **_redis_options(config), clock=clock)
     from .threaded import AsyncFromSync
 
-    sync = open_store(config, clock=clock)
-    return AsyncFromSync(sync, offload=scheme != "memory")
+    # sealed (if at all) around the async face, so an inline load's opening never blocks
+    return AsyncFromSync(_open_plain_store(config, clock), offload=scheme != "memory")
