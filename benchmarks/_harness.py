@@ -429,6 +429,8 @@ def sqlite_url() -> str:
 
 SCENARIOS = ("no-cookie", "read", "write")
 PATHS = {"no-cookie": "/plain", "read": "/read", "write": "/write"}
+#: Every path a bare app answers (with its session-free endpoint): PATHS and the login/logout routes.
+BARE_PATHS = (*PATHS.values(), "/signin", "/signout")
 CART = ["sku-1042", "sku-2077", "sku-3301"]  # what /login stores, three strings
 OUR_PREFIX = "session_mw_bench:"
 WRITE_COMMANDS = frozenset(
