@@ -204,8 +204,9 @@ def _python_client(url: str, cookie: str, seconds: float) -> None:
 
 def generator() -> tuple[str, Callable[[str, str, float, int], dict[str, Any]]]:
     if shutil.which("wrk"):
-        version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
-        return f"{version.strip() or 'wrk'}, 1 thread, {CONNECTIONS} connections", wrk
+        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+        version = re.search(r"wrk \S*?([\d.]+)", banner)
+        return f"wrk {version.group(1) if version else ''}, 1 thread, {CONNECTIONS} connections".replace("  ", " "), wrk
     return "python client, 1 persistent connection", python_load
 
 
@@ -224,8 +225,8 @@ def run_all(
                 servers.append(start(kind, contender, redis_url))
                 progress(f"{kind} {contender} on port {servers[-1].port}")
         cases = [(s, path) for s in servers for path in PATHS]
-        for server, path in cases:  # warm up: JITs none, but pools, script caches and the kernel
-            load(server.base + path, server.cookie, 1.0, CONNECTIONS)
+        for server in servers:  # warm up: connection pools, script caches, the kernel's buffers
+            load(server.base + "/read", server.cookie, 1.0, CONNECTIONS)
         for r in range(rounds):
             for i in range(len(cases)):
                 server, path = cases[(r + i) % len(cases)]
