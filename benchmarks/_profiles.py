@@ -12,12 +12,13 @@ from ._harness import Case
 
 
 def _own_times(frame: Any, into: dict[tuple[str, str], float]) -> None:
-    """Sum each function's own time (its time less its children's) over the whole tree."""
-    children = list(frame.children)
-    own = frame.time - sum(c.time for c in children)
+    """Sum each function's own time (its time less its real children's) over the whole tree;
+    pyinstrument's synthetic ``[self]`` leaves count as their parent's own time."""
+    real = [c for c in frame.children if not c.is_synthetic_leaf]
+    own = frame.time - sum(c.time for c in real)
     key = (str(frame.function), str(frame.file_path_short or ""))
     into[key] = into.get(key, 0.0) + own
-    for child in children:
+    for child in real:
         _own_times(child, into)
 
 
@@ -35,8 +36,8 @@ def top_functions(session: Any, count: int = 25) -> list[dict[str, Any]]:
     ]
 
 
-def profile_cases(cases: Sequence[Case], folder: Path, seconds: float) -> dict[str, Any]:
-    """Run each case for about ``seconds`` under pyinstrument; write ``<case>.txt``/``.html``/``-top.json``."""
+def profile_cases(cases: Sequence[Case], folder: Path, seconds: float, html: bool = False) -> dict[str, Any]:
+    """Run each case for about ``seconds`` under pyinstrument; write ``<case>.txt``, ``-top.json`` (and ``.html``)."""
     from pyinstrument import Profiler
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ def profile_cases(cases: Sequence[Case], folder: Path, seconds: float) -> dict[s
         requests = max(200, int(seconds * 1e9 / per_request))
         prepare, fire = getattr(case.run, "prepare", None), getattr(case.run, "fire", None)
         prepared = prepare(requests) if prepare is not None else None  # login/logout: seed outside the profile
-        profiler = Profiler(interval=0.0002, async_mode="disabled")
+        profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
         if fire is not None:
             fire(prepared)
@@ -58,10 +59,11 @@ def profile_cases(cases: Sequence[Case], folder: Path, seconds: float) -> dict[s
         session = profiler.stop()
         name = f"{case.contender.replace(':', '-').replace('+', '_')}-{case.scenario}"
         text = folder / f"{name}.txt"
-        html = folder / f"{name}.html"
         text.write_text(profiler.output_text(unicode=True, color=False, show_all=False), encoding="utf-8")
-        html.write_text(profiler.output_html(), encoding="utf-8")
+        page = folder / f"{name}.html"
+        if html:  # 5-15 MB each: not kept with the results
+            page.write_text(profiler.output_html(), encoding="utf-8")
         top = top_functions(session)
         (folder / f"{name}-top.json").write_text(json.dumps(top, indent=1) + "\n", encoding="utf-8")
-        out[name] = {"requests": requests, "text": str(text), "html": str(html), "top": top}
+        out[name] = {"requests": requests, "text": str(text), "html": str(page) if html else None, "top": top}
     return out

@@ -429,13 +429,13 @@ def render(results: dict[str, Any]) -> str:
 # -- profiles ------------------------------------------------------------------------------------
 
 
-def profile(cases: Sequence[Case], folder: Path, seconds: float) -> dict[str, Any]:
+def profile(cases: Sequence[Case], folder: Path, seconds: float, html: bool) -> dict[str, Any]:
     """pyinstrument of ours+redis on untouched, read and write (and login), both frameworks."""
     from . import _profiles
 
     wanted = {"untouched", "read", "write", "login"}
     picked = [c for c in cases if c.scenario in wanted and c.contender.endswith("ours+redis")]
-    return _profiles.profile_cases(picked, folder, seconds)
+    return _profiles.profile_cases(picked, folder, seconds, html)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -451,7 +451,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-seconds", type=float, help="seconds per HTTP case and round (default 5, quick 2)")
     parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 3, quick 1)")
     parser.add_argument("--profile", action="store_true", help="write pyinstrument profiles of ours instead of timing")
-    parser.add_argument("--profile-seconds", type=float, default=3.0)
+    parser.add_argument("--profile-seconds", type=float, default=2.0, help="per profiled path")
+    parser.add_argument("--profile-html", action="store_true", help="also pyinstrument's HTML pages (large)")
     parser.add_argument("--json", type=Path, help="where to write results (default results/run-latest.json)")
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args(argv)
@@ -490,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.collect()
             gc.freeze()  # the apps live to the end: keep them out of the gc.collect() before each batch
             if args.profile:
-                out = profile(cases, RESULTS / "profiles", args.profile_seconds)
+                out = profile(cases, RESULTS / "profiles", args.profile_seconds, args.profile_html)
                 print(_profile_summary(out))
                 return 0
             harness.progress(f"{len(cases)} cases, pinned to CPU {pinned}")
@@ -552,7 +553,7 @@ def _profile_summary(out: dict[str, Any]) -> str:
         lines.append(f"\n== {name}: {entry['requests']} requests; top own time ==")
         for row in entry["top"][:12]:
             lines.append(f"  {row['percent']:5.1f} %  {row['function']}  ({row['file']})")
-        lines.append(f"  -> {entry['text']}, {entry['html']}")
+        lines.append(f"  -> {entry['text']}" + (f", {entry['html']}" if entry["html"] else ""))
     return "\n".join(lines)
 
 
