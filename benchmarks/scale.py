@@ -176,6 +176,9 @@ def measure(
     loads: list[float] = []
     updates: list[float] = []
     floors: list[float] = []
+    warm = [hexkey(rng.randrange(1, population)) for _ in range(n)]  # untimed: connections, scripts, caches
+    timed([Load(k, lifetime) for k in warm], store.execute)
+    timed([Update(k, lifetime, new_cart) for k in warm], store.execute)
     for _ in range(reps):
         keys = [hexkey(rng.randrange(1, population)) for _ in range(n)]
         got = timed([Load(k, lifetime) for k in keys], store.execute)
