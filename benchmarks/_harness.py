@@ -264,9 +264,10 @@ class PrivateRedis:
     (or is polluted by) a shared development Redis by accident.
     """
 
-    def __init__(self, url: str | None = None, binary: str = "redis-server") -> None:
+    def __init__(self, url: str | None = None, binary: str = "redis-server", extra_args: Sequence[str] = ()) -> None:
         self._given = url if url is not None else os.environ.get("REDIS_URL") or None
         self._binary = binary
+        self._extra = list(extra_args)  # more redis-server options (a private server only)
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.private = self._given is None
@@ -290,7 +291,7 @@ class PrivateRedis:
         for _attempt in range(5):
             port = free_port()
             self._proc = subprocess.Popen(
-                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self._extra],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -429,6 +430,8 @@ def sqlite_url() -> str:
 
 SCENARIOS = ("no-cookie", "read", "write")
 PATHS = {"no-cookie": "/plain", "read": "/read", "write": "/write"}
+#: Every path a bare app answers (with its session-free endpoint): PATHS and the login/logout routes.
+BARE_PATHS = (*PATHS.values(), "/signin", "/signout")
 CART = ["sku-1042", "sku-2077", "sku-3301"]  # what /login stores, three strings
 OUR_PREFIX = "session_mw_bench:"
 WRITE_COMMANDS = frozenset(

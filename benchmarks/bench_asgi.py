@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio
 from starlette.applications import Starlette
@@ -27,15 +27,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
-from starsessions import SessionAutoloadMiddleware
+from starsessions import InMemoryStore as StarMemoryStore
+from starsessions import SessionAutoloadMiddleware, regenerate_session_id
 from starsessions import SessionMiddleware as StarSessionsMiddleware
 from starsessions.stores.redis import RedisStore as StarRedisStore
 
-from session_mw import SessionConfig
+from session_mw import Session, SessionConfig
 from session_mw import SessionMiddleware as OurSessionMiddleware
 
 from . import _harness as harness
-from ._harness import CART, OUR_PREFIX, PATHS, SCENARIOS, Benchmark, Case, PrivateRedis, Target, sqlite_url
+from ._harness import BARE_PATHS, CART, OUR_PREFIX, PATHS, SCENARIOS, Benchmark, Case, PrivateRedis, Target, sqlite_url
 
 BARE = "bare"
 CONTENDERS = (BARE, "starlette-cookie", "starsessions+redis", "ours+memory", "ours+sqlite", "ours+redis")
@@ -81,6 +82,48 @@ async def login(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+_users = itertools.count(1)
+
+
+def _log_in(request: Request) -> None:
+    """A login: a new token for the session (where the implementation has one), and a user id."""
+    user = f"user-{next(_users)}"
+    kind = request.app.state.kind
+    if kind == "ours":
+        cast(Session, request.session).login(user)  # rotate: the old token dies, the user's index lists the new one
+    elif kind == "starsessions":
+        regenerate_session_id(request)  # a new id; starsessions leaves the old one in the store
+        request.session["user_id"] = user
+    else:  # the signed cookie: nothing to rotate
+        request.session["user_id"] = user
+
+
+async def seed(request: Request) -> Response:
+    """An anonymous session with a cart: what a ``signin`` request logs in."""
+    request.session["cart"] = CART
+    return PlainTextResponse("ok")
+
+
+async def seed_user(request: Request) -> Response:
+    """A logged-in session with a cart: what a ``signout`` request logs out."""
+    request.session["cart"] = CART
+    _log_in(request)
+    return PlainTextResponse("ok")
+
+
+async def signin(request: Request) -> Response:
+    _log_in(request)
+    return PlainTextResponse("ok")
+
+
+async def signout(request: Request) -> Response:
+    if request.app.state.kind == "ours":
+        cast(Session, request.session).invalidate()
+    else:
+        request.session.clear()  # both peers then delete the stored session and expire the cookie
+    return PlainTextResponse("ok")
+
+
 async def check(request: Request) -> Response:
     return JSONResponse({"cart": request.session.get("cart"), "n": request.session.get("n")})
 
@@ -95,7 +138,7 @@ class Contender:
 
 def build(name: str, redis_url: str) -> Contender:
     if name == BARE:  # no session middleware: every path is the session-free endpoint
-        return Contender(name, Starlette(routes=[Route(p, plain) for p in PATHS.values()]))
+        return Contender(name, Starlette(routes=[Route(p, plain) for p in BARE_PATHS]))
     app = Starlette(
         routes=[
             Route("/plain", plain),
@@ -103,8 +146,13 @@ def build(name: str, redis_url: str) -> Contender:
             Route("/write", write),
             Route("/login", login),
             Route("/check", check),
+            Route("/seed", seed),
+            Route("/seed_user", seed_user),
+            Route("/signin", signin),
+            Route("/signout", signout),
         ]
     )
+    app.state.kind = "ours" if name.startswith("ours") else name.split("+")[0]
     contender = Contender(name, app)
     if name == "starlette-cookie":
         app.add_middleware(StarletteCookieSessions, secret_key="bench-" + "x" * 32, https_only=False)
@@ -117,6 +165,9 @@ def build(name: str, redis_url: str) -> Contender:
             cookie_https_only=False,
         )
         contender.closers.append(client.aclose)
+    elif name == "starsessions+memory":
+        app.add_middleware(SessionAutoloadMiddleware)
+        app.add_middleware(StarSessionsMiddleware, store=StarMemoryStore(), cookie_https_only=False)
     elif name in ("ours+memory", "ours+sqlite", "ours+redis"):
         url = "memory://" if name == "ours+memory" else sqlite_url() if name == "ours+sqlite" else redis_url
         config = SessionConfig(store_url=url, cookie_secure=False, key_prefix=OUR_PREFIX)

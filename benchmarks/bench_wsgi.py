@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Flask, jsonify, session
+from flask import Flask, current_app, jsonify, session
 from flask_session import Session as FlaskSessionExtension
 from werkzeug.test import EnvironBuilder
 
@@ -31,7 +31,7 @@ from session_mw.contrib.flask import FlaskSessions
 from session_mw.wsgi import WSGISessionMiddleware, session_of
 
 from . import _harness as harness
-from ._harness import CART, OUR_PREFIX, PATHS, SCENARIOS, Benchmark, Case, PrivateRedis, Target, sqlite_url
+from ._harness import BARE_PATHS, CART, OUR_PREFIX, PATHS, SCENARIOS, Benchmark, Case, PrivateRedis, Target, sqlite_url
 
 WSGIEnviron = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -82,6 +82,7 @@ BASE_URL = "http://bench.example"
 SECRET_KEY = "bench-" + "x" * 32
 
 _counter = itertools.count(1)
+_users = itertools.count(1)
 
 
 # -- the Flask apps --------------------------------------------------------------------
@@ -98,7 +99,7 @@ def flask_app(name: str, *, sessions: bool = True) -> Flask:
         return "ok"
 
     if not sessions:
-        for path in PATHS.values():
+        for path in BARE_PATHS:
             app.add_url_rule(path, path.strip("/"), plain)
         return app
 
@@ -117,7 +118,40 @@ def flask_app(name: str, *, sessions: bool = True) -> Flask:
     def check() -> Any:
         return jsonify(cart=session.get("cart"), n=session.get("n"))
 
-    for view in (plain, read, write, login, check):
+    kind = "ours" if name.startswith("ours") else name.split("+")[0]
+
+    def log_in() -> None:
+        """A login: a new token for the session (where the implementation has one), and a user id."""
+        user = f"user-{next(_users)}"
+        if kind == "ours":
+            session.login(user)  # type: ignore[attr-defined]  # our Session; rotates the token
+        elif kind == "flask-session":
+            session["user_id"] = user
+            current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+        else:  # the signed cookie: nothing to rotate
+            session["user_id"] = user
+
+    def seed() -> str:  # an anonymous session with a cart: what signin logs in
+        session["cart"] = CART
+        return "ok"
+
+    def seed_user() -> str:  # a logged-in session with a cart: what signout logs out
+        session["cart"] = CART
+        log_in()
+        return "ok"
+
+    def signin() -> str:
+        log_in()
+        return "ok"
+
+    def signout() -> str:
+        if kind == "ours":
+            session.invalidate()  # type: ignore[attr-defined]
+        else:
+            session.clear()  # Flask-Session then deletes the stored session and expires the cookie
+        return "ok"
+
+    for view in (plain, read, write, login, check, seed, seed_user, signin, signout):
         app.add_url_rule(f"/{view.__name__}", view.__name__, view)
     return app
 

@@ -1,0 +1,41 @@
+"""The apps ``bench_http`` serves with uvicorn and gunicorn: those of bench_asgi and bench_wsgi,
+on the Redis named by ``SESSION_MW_BENCH_REDIS_URL``.
+
+    uvicorn --factory benchmarks.http_apps:starlette_ours
+    gunicorn 'benchmarks.http_apps:flask_ours()'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import bench_asgi, bench_wsgi
+
+
+def _url() -> str:
+    return os.environ["SESSION_MW_BENCH_REDIS_URL"]
+
+
+def starlette_ours() -> Any:
+    return bench_asgi.build("ours+redis", _url()).app
+
+
+def starlette_starsessions() -> Any:
+    return bench_asgi.build("starsessions+redis", _url()).app
+
+
+def flask_ours() -> Any:
+    return bench_wsgi.build("ours+redis", _url()).app
+
+
+def flask_session() -> Any:
+    return bench_wsgi.build("flask-session+redis", _url()).app
+
+
+APPS = {
+    ("uvicorn", "ours+redis"): "starlette_ours",
+    ("uvicorn", "starsessions+redis"): "starlette_starsessions",
+    ("gunicorn", "ours+redis"): "flask_ours",
+    ("gunicorn", "flask-session+redis"): "flask_session",
+}
