@@ -118,6 +118,9 @@ class SessionConfig:
     csrf_protect: bool = False
     csrf_header: str = "X-CSRF-Token"
     csrf_field: str = "csrf_token"
+    #: A request that sends neither ``Origin`` nor ``Sec-Fetch-Site`` (no browser of today sends
+    #: neither on a cross-site POST: curl, a mobile app, a test client) needs no CSRF token.
+    csrf_trust_plain_clients: bool = False
     #: Also accept the token from this request header (``Authorization`` takes ``Session <token>``);
     #: a new token goes back in ``token_response_header``. None: cookies only.
     token_header: str | None = None
@@ -509,6 +512,7 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "csrf_protect": _flag,
     "csrf_header": _text,
     "csrf_field": _text,
+    "csrf_trust_plain_clients": _flag,
     "token_header": _optional_text,
     "token_response_header": _text,
     "cookie_transport": _flag,

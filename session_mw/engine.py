@@ -510,6 +510,8 @@ class Exchange:
             return "refuse"
         if self.transport == HEADER or not self.live:
             return "pass"
+        if origin is None and fetch_site is None and self.engine.config.csrf_trust_plain_clients:
+            return "pass"
         return "token"
 
     def csrf_answer(self, submitted: str | None) -> Answer | None:
