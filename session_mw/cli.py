@@ -214,7 +214,8 @@ def _open(config: SessionConfig) -> Ops:
         )
     if scheme == "sqlite":
         _refuse_missing_sqlite_file(config.store_url)
-    store = open_store(config)
+    # the CLI reads and ends sessions by their metadata, which encryption at rest leaves readable
+    store = open_store(config.replace(encryption_keys=()))
     if scheme in _REDIS_SCHEMES:
         from .stores.redis import RedisStore
 

@@ -535,3 +535,18 @@ def test_redis_a_bad_record_never_breaks_list_or_revoke(redis_pop: tuple[list[st
     assert [r["digest_prefix"] for r in rows] == [good[:16]]
     result = cli("revoke", "--user", "alice", *opts)
     assert result.code == 0 and "revoked 1 session" in result.out
+
+
+def test_the_cli_works_on_a_store_encrypted_at_rest(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sealed.db"
+    secret = "s" * 32
+    store = open_store(SessionConfig(store_url=url, encryption_keys=(secret,)))
+    key = Digester()(new_token(32))
+    store.execute(Create(key, meta(time.time(), "alice"), {"cart": b'["apple"]'}, LIFE))
+    env = {"SESSION_MW_ENCRYPTION_KEYS": secret}
+    listed = cli("list", "--user", "alice", "--store-url", url, env=env)
+    assert listed.code == 0 and key[:16] in listed.out, listed
+    revoked = cli("revoke", "--user", "alice", "--store-url", url, env=env)
+    assert revoked.code == 0 and "revoked 1 session" in revoked.out, revoked
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+    store.execute(Close())

@@ -282,7 +282,12 @@ def _flask_session_store(app_config: Mapping[str, Any], config: SessionConfig) -
     if app_config.get("SESSION_TYPE") == "redis" and client is not None and not explicit:
         from ..stores.redis import RedisStore
 
-        return RedisStore(client, config.key_prefix)
+        store: Store = RedisStore(client, config.key_prefix)
+        if config.encryption_keys:
+            from ..stores.sealed import SealedStore
+
+            store = SealedStore(store, config.encryption_keys)
+        return store
     return open_store(config)
 
 

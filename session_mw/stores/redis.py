@@ -594,7 +594,8 @@ class RedisPlans:
                 if op.lifetime.alive(meta, now):
                     out.append((digest, meta))
         if stale:
-            yield from self._cleanup([*cleanup, ("ZREM", index, *stale)])
+            pages = [("ZREM", index, *stale[i : i + _INDEX_PAGE]) for i in range(0, len(stale), _INDEX_PAGE)]
+            yield from self._cleanup([*cleanup, *pages])
         out.sort(key=lambda row: (row[1].created_at, row[0]))
         return out
 
@@ -613,7 +614,8 @@ class RedisPlans:
             for digest in entries:
                 if int((yield Script("kill", (self.session_key(digest),), self._kill_args(op.lifetime, now)))):
                     revoked.append(digest)
-            yield Commands([("ZREM", index, *entries)])
+            for start in range(0, len(entries), _INDEX_PAGE):  # pages: no one ZREM blocks Redis long
+                yield Commands([("ZREM", index, *entries[start : start + _INDEX_PAGE])])
         return revoked
 
     def on_acquire_lock(self, op: base.AcquireLock) -> Plan[bool]:

@@ -31,6 +31,7 @@ from flask.testing import FlaskClient
 from session_mw.contrib.flask import FlaskSessions, current_session
 from session_mw.stores.base import UNBOUNDED, Load
 from session_mw.stores.redis import RedisStore
+from session_mw.stores.sealed import SealedStore
 from session_mw.wsgi import WSGISessionMiddleware
 
 
@@ -279,3 +280,21 @@ def test_session_sid(r: redis.Redis, key_prefix: str) -> None:
     assert first.status_code == 200 and first.data and first.data != b"None"
     assert client.get("/get-session-id").data == first.data
     assert token is not None and token.encode() not in first.data
+
+
+def test_session_type_redis_is_sealed_too_when_encryption_is_on(r: redis.Redis, key_prefix: str) -> None:
+    """Not Flask-Session's: with SESSION_MW_ENCRYPTION_KEYS, the SESSION_REDIS client's store seals values."""
+    app = create_app(
+        {
+            "SESSION_TYPE": "redis",
+            "SESSION_REDIS": r,
+            "SESSION_KEY_PREFIX": key_prefix,
+            "SESSION_MW_ENCRYPTION_KEYS": "k" * 32,
+        }
+    )
+    store = middleware(app).store
+    assert isinstance(store, SealedStore) and isinstance(store.inner, RedisStore) and store.inner.client is r
+    response = app.test_client().post("/set", data={"value": "44"})
+    assert token_of(response)
+    raw = [v for key in r.scan_iter(f"{key_prefix}s:*") for f, v in r.hgetall(key).items() if f.startswith(b"k:")]
+    assert raw and all(value.startswith(b"\xfe") and b"44" not in value for value in raw)

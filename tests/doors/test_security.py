@@ -24,7 +24,7 @@ from session_mw.stores.base import UNBOUNDED, Close, Load
 from session_mw.stores.threaded import AsyncFromSync
 from session_mw.testing import FakeClock
 from session_mw.tokens import Digester, new_token
-from tests.doors.apps import DOORS
+from tests.doors.apps import DOORS, HOOKS
 from tests.doors.harness import ABSOLUTE, IDLE, Clients, cookie, expired, live_keys, token_of
 
 
@@ -196,6 +196,70 @@ def test_periodic_renewal_rotates_the_token_and_keeps_the_data(build: Build, clo
     assert "renewed" in site.kinds()
 
 
+# -- 4. rotation grace window --------------------------------------------------------------
+
+
+def test_during_the_grace_window_the_old_token_reads_the_old_session_and_cannot_write(
+    build: Build, clock: FakeClock
+) -> None:
+    site = build(rotation_grace=5)
+    c = site.new()
+    old = token_of(c.post("/cart", json={"item": "apple"}))
+    assert old
+    new = login(c, token=old)
+    tab = c.get("/cart", headers=cookie(old))  # a request already in flight with the old token
+    assert tab.status_code == 200 and tab.json() == {"cart": ["apple"], "user": None}  # as it was: never alice's
+    assert "set-cookie" not in tab.headers  # the browser's new cookie is left alone
+    write = c.post("/cart", json={"item": "pear"}, headers=cookie(old))
+    assert write.status_code == 409 and "set-cookie" not in write.headers and "nothing was saved" in write.text
+    out = c.post("/logout", headers=cookie(old))
+    assert out.status_code == 409  # a logout through the old token is the new session's to do
+    assert c.get("/cart", headers=cookie(new)).json() == {"cart": ["apple"], "user": "alice"}
+    assert "stale_write_refused" in site.kinds()
+    clock.advance(6)
+    after = c.get("/cart", headers=cookie(old))
+    assert after.json() == {"cart": [], "user": None} and expired(after)  # dead after the window
+    assert c.get("/cart", headers=cookie(new)).json()["user"] == "alice"
+
+
+def test_a_slow_request_that_loaded_before_a_rotate_is_told_its_write_was_not_saved(build: Build, door: str) -> None:
+    site = build(rotation_grace=5)
+    first, second = site.new(), site.new()
+    token = token_of(first.post("/cart", json={"item": "apple"}))
+    assert token
+    fresh: list[str] = []
+
+    def rotate_meanwhile() -> None:
+        fresh.append(login(second, token=token))
+
+    HOOKS["race"] = rotate_meanwhile
+    slow = first.post("/race", json={"item": "pear"}, headers=cookie(token))
+    assert slow.status_code == 409 and "set-cookie" not in slow.headers  # not "saved", no logout
+    assert second.get("/cart", headers=cookie(fresh[0])).json() == {"cart": ["apple"], "user": "alice"}
+
+
+def test_without_a_grace_window_the_old_token_dies_at_once(build: Build) -> None:
+    site = build()
+    c = site.new()
+    old = token_of(c.post("/cart", json={"item": "apple"}))
+    assert old
+    login(c, token=old)
+    assert c.get("/cart", headers=cookie(old)).json() == {"cart": [], "user": None}
+
+
+def test_renewal_with_a_grace_window_keeps_tabs_in_flight_working(build: Build, clock: FakeClock) -> None:
+    site = build(renew_interval=300, rotation_grace=5)
+    c = site.new()
+    token = login(c)
+    clock.advance(301)
+    renewed = token_of(c.get("/cart", headers=cookie(token)))
+    assert renewed and renewed != token
+    assert c.get("/cart", headers=cookie(token)).json()["user"] == "alice"  # in flight: still read
+    clock.advance(6)
+    assert c.get("/cart", headers=cookie(token)).json()["user"] is None
+    assert c.get("/cart", headers=cookie(renewed)).json()["user"] == "alice"
+
+
 # -- 5. binding ----------------------------------------------------------------------------
 
 
@@ -313,7 +377,11 @@ def test_csrf_an_unsafe_request_of_a_session_needs_its_token(build: Build) -> No
     assert refused.status_code == 403 and "CSRF" in refused.text
     csrf = c.get("/csrf", headers=cookie(token)).json()["csrf"]
     assert len(csrf) >= 43 and csrf not in token and token not in csrf
-    wrong = c.post("/cart", json={"item": "pear"}, headers={**cookie(token), "x-csrf-token": csrf[:-1] + ("B" if csrf[-1] == "A" else "A")})
+    wrong = c.post(
+        "/cart",
+        json={"item": "pear"},
+        headers={**cookie(token), "x-csrf-token": csrf[:-1] + ("B" if csrf[-1] == "A" else "A")},
+    )
     assert wrong.status_code == 403
     ok = c.post("/cart", json={"item": "pear"}, headers={**cookie(token), "x-csrf-token": csrf})
     assert ok.status_code == 200 and ok.json()["cart"] == ["apple", "pear"]
