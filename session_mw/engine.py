@@ -256,6 +256,7 @@ class Exchange:
         "_client",
         "_client_from",
         "_contended",
+        "_ended",
         "_held",
         "_moving_to",
         "_next",
@@ -307,6 +308,7 @@ class Exchange:
         self._owner: str | None = None
         self._held = False
         self._contended = False
+        self._ended = False
         self._renew = False
         self._moving_to: str | None = None
         self._next: str | None = None
@@ -371,7 +373,9 @@ class Exchange:
                 return None
             if lock and engine.config.locking and not (yield from self._acquire()):
                 self._contended = True
-            record = probed if probed is not None and not self._held else (yield Load(self.key, engine.lifetime))
+            record: Record | None = probed
+            if probed is None or self._held:
+                record = yield Load(self.key, engine.lifetime, report=self._store_found)
             if record is None and engine.previous_digests and self._token is not None:
                 record = yield from self._under_previous_secret(self._token)
             record = yield from self._screen(record)
@@ -406,6 +410,11 @@ class Exchange:
             self.events.append("unknown_token")
         return found
 
+    def _store_found(self, kind: str, detail: str) -> None:
+        """What the store found instead of a live session (expired, corrupt): an event of its own."""
+        self._ended = True
+        self._emit(kind, self.key, None, detail)
+
     def _under_previous_secret(self, token: str) -> Plan[Record | None]:
         """A token stored under a previous ``digest_key``: found there, moved on its next write."""
         for digester in self.engine.previous_digests:
@@ -421,8 +430,8 @@ class Exchange:
         """The checks a loaded session must pass before the app sees it: its binding, its account."""
         engine = self.engine
         if record is None:
-            if self.presented and not self._candidates:
-                engine.events.unknown_token(self.client)
+            if self.presented and not self._candidates and not self._ended:
+                engine.events.unknown_token(self.client)  # never ours, or revoked: counted per client
                 self.events.append("unknown_token")
             return None
         meta = record.meta

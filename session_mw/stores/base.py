@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
@@ -197,6 +197,14 @@ class Lifetime:
     def alive(self, meta: Meta, now: float) -> bool:
         return now < self.expires_at(meta)
 
+    def ended(self, meta: Meta, now: float) -> str | None:
+        """Why a session is dead at ``now``: ``"expired_absolute"``, ``"expired_idle"``, or None (alive)."""
+        if now >= self.deadline(meta):
+            return "expired_absolute"
+        if now >= meta.last_seen + self.idle_timeout:
+            return "expired_idle"
+        return None
+
     def touch_due(self, meta: Meta, now: float) -> bool:
         return meta.last_seen + self.touch_interval <= now
 
@@ -232,6 +240,15 @@ class Load(Op["Record | None"]):
     key: str = field(repr=False)
     lifetime: Lifetime
     wait: bool = True
+    #: Told what the store found instead of a live record, when it knows (``tell``): for events.
+    report: Callable[[str, str], None] | None = field(default=None, repr=False, compare=False)
+
+
+def tell(op: Load, kind: str, detail: str = "") -> None:
+    """A store found, under ``op.key``, a session that ``kind`` says is gone: ``"expired_idle"``,
+    ``"expired_absolute"`` or ``"corrupt_record"``. Optional for a store; never affects the result."""
+    if op.report is not None:
+        op.report(kind, detail)
 
 
 @dataclass(frozen=True, slots=True)

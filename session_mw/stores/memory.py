@@ -91,8 +91,11 @@ class MemoryStore(base.Dispatching):
     def on_load(self, op: base.Load) -> Record | None:
         key, lifetime = op.key, op.lifetime
         now = self._clock()
+        entry = self._records.get(key) if op.report is not None else None
         live = self._live(key, lifetime, now, retired=True)
         if live is None:
+            if entry is not None and not entry[1].retired_until:
+                base.tell(op, lifetime.ended(entry[1], now) or "expired_idle")
             return None
         data, meta = live
         if not meta.retired_until and lifetime.touch_due(meta, now):

@@ -457,6 +457,7 @@ class RedisPlans:
         reply = yield Script("load", (session,), args)
         if reply == -1:
             _dropped(CorruptRecord("a Redis key of the wrong type"))
+            base.tell(op, "corrupt_record", "a Redis key of the wrong type")
             return None
         if not reply:
             return None
@@ -471,11 +472,15 @@ class RedisPlans:
             data = {checked_name(k[2:]): v for k, v in fields.items() if k.startswith(_DATA)}
         except CorruptRecord as exc:
             _dropped(exc)
+            base.tell(op, "corrupt_record", str(exc))
             yield from self._cleanup([("DEL", session)])
             return None
         if meta.retired_until and now >= meta.retired_until:
             return None
-        return Record(data, meta) if op.lifetime.alive(meta, now) else None
+        if not op.lifetime.alive(meta, now):  # seen only within the TTL's margin of the expiry
+            base.tell(op, op.lifetime.ended(meta, now) or "expired_idle")
+            return None
+        return Record(data, meta)
 
     def _index_add(self, user_id: str, digest: str, meta: Meta, lifetime: Lifetime, now: float) -> Plan[None]:
         """Before a session is born, its user's index names it: a session no index lists would

@@ -53,6 +53,7 @@ from .base import (
     Store,
     Update,
     WouldBlock,
+    tell,
     unsupported,
 )
 
@@ -214,6 +215,7 @@ class SealedStore:
             if not op.wait:
                 raise WouldBlock from None  # deleting may wait: the caller retries where it can
             _dropped(exc)
+            tell(op, "corrupt_record", str(exc))
             self.inner.execute(Delete(op.key, record.meta.user_id))
             return cast(R, None)
 
@@ -241,5 +243,6 @@ class AsyncSealedStore:
             if not op.wait:
                 raise WouldBlock from None
             _dropped(exc)
+            tell(op, "corrupt_record", str(exc))
             await self.inner.execute(Delete(op.key, record.meta.user_id))
             return cast(R, None)

@@ -123,6 +123,10 @@ _LOAD = (
     "s.authenticated_at, s.issued_at, s.binding, s.retired_until, s.format, v.name, v.value "
     "FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest WHERE s.digest = ? AND s.expires_at > ?"
 )
+_ENDED_META = (
+    "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
+    "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ?"
+)
 _LIVE_META = (
     "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
     "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ? AND expires_at > ?"
@@ -478,13 +482,16 @@ class SQLiteStore(base.Dispatching):
         if not op.wait and not self._ready:
             raise WouldBlock
         with self._connection() as conn:
-            return self._load(conn, op.key, op.lifetime, wait=op.wait)
+            return self._load(conn, op, wait=op.wait)
 
-    def _load(self, conn: sqlite3.Connection, key: str, lifetime: Lifetime, *, wait: bool) -> Record | None:
+    def _load(self, conn: sqlite3.Connection, op: base.Load, *, wait: bool) -> Record | None:
+        key, lifetime = op.key, op.lifetime
         now = self._clock()
         # one statement, so one consistent snapshot of the session row and its values
         rows = _rows(conn, _LOAD, (key, now))
         if not rows:
+            if op.report is not None:  # only for events: was it there, and why is it dead?
+                self._tell_ended(conn, op, now)
             return None
         try:
             meta = _meta(rows[0][:_META_COLUMNS])
@@ -497,8 +504,10 @@ class SQLiteStore(base.Dispatching):
             if not wait:
                 raise WouldBlock from None
             self._drop_corrupt(conn, key, exc)
+            base.tell(op, "corrupt_record", str(exc))
             return None
         if not lifetime.alive(meta, now):
+            base.tell(op, lifetime.ended(meta, now) or "expired_idle")
             return None  # expired by the current settings; gc collects the row
         if meta.retired_until:  # read-only: never touched; past its grace, expires_at hides it
             return Record(data, meta) if now < meta.retired_until else None
@@ -518,6 +527,18 @@ class SQLiteStore(base.Dispatching):
                     conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             meta = touched
         return Record(data, meta)
+
+    @staticmethod
+    def _tell_ended(conn: sqlite3.Connection, op: base.Load, now: float) -> None:
+        rows = _rows(conn, _ENDED_META, (op.key,))
+        if not rows:
+            return
+        try:
+            meta = _meta(rows[0])
+        except CorruptRecord:
+            return
+        if not meta.retired_until:
+            base.tell(op, op.lifetime.ended(meta, now) or "expired_idle")
 
     @staticmethod
     def _drop_corrupt(conn: sqlite3.Connection, key: str, exc: CorruptRecord) -> None:

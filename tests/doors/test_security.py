@@ -137,6 +137,24 @@ def test_unknown_expired_and_revoked_tokens_get_identical_answers(build: Build, 
     assert seen(new_token(32)) == seen(expired_token) == seen(revoked)
 
 
+def test_expiry_is_reported_with_its_reason_and_answered_like_any_unknown_token(build: Build, clock: FakeClock) -> None:
+    site = build()
+    c = site.new()
+    idle = login(c)
+    clock.advance(IDLE + 1)
+    assert c.get("/cart", headers=cookie(idle)).json()["user"] is None
+    busy = login(c, "bob")
+    for _ in range(ABSOLUTE // (IDLE - 100) + 1):  # active until the absolute deadline passes
+        clock.advance(IDLE - 100)
+        c.get("/cart", headers=cookie(busy))
+    kinds = site.kinds()
+    assert "expired_idle" in kinds and "expired_absolute" in kinds, kinds
+    assert "unknown_token" not in kinds  # an expired token is not a guess
+    assert next(e for e in site.events if e.kind == "expired_idle").session == site.engine.events.ref(
+        site.engine.digest(idle)
+    )
+
+
 # -- 2. recent authentication ---------------------------------------------------------------
 
 
