@@ -231,3 +231,47 @@ def test_every_cli_line_of_the_readme_runs_where_the_app_runs(workdir: Path, red
         result = cli(*args, cwd=workdir)
         assert result.code == code, (line, result)
         assert "Traceback" not in result.out + result.err
+
+
+def settings_rows() -> dict[str, str]:
+    """Each setting named in a table row of the Settings section, with that row's default cell."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Settings") :]
+    section = section[: section.index("\n## ", 1)]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for name in re.findall(r"`([a-z0-9_]+)`", cells[0]):
+            assert name not in rows, f"the setting {name} has two rows in the Settings section"
+            rows[name] = cells[1]
+    return rows
+
+
+def _shown_defaults(value: object) -> set[str]:
+    """How the Settings table may spell a default: `true`, `1800`, `2.0`, `X-CSRF-Token`."""
+    if isinstance(value, bool):
+        return {f"`{str(value).lower()}`"}
+    if isinstance(value, float):
+        return {f"`{value:g}`", f"`{value!r}`"}
+    return {f"`{value}`"}
+
+
+def test_every_setting_is_in_the_settings_section_with_its_default() -> None:
+    import dataclasses
+
+    from session_mw import SessionConfig
+
+    rows = settings_rows()
+    fields = {f.name: f for f in dataclasses.fields(SessionConfig)}
+    assert sorted(set(fields) - set(rows)) == [], "settings missing from the README's Settings tables"
+    assert sorted(set(rows) - set(fields)) == [], "the README's Settings tables name settings that do not exist"
+    for name, f in fields.items():
+        cell = rows[name]
+        if f.default is None:
+            assert cell in ("unset", "idle / 10"), (name, cell)
+        elif f.default == ():
+            assert cell == "none", (name, cell)
+        else:
+            assert any(shown in cell for shown in _shown_defaults(f.default)), (name, f.default, cell)
