@@ -159,6 +159,66 @@ def check_store_contract(directory: Path) -> None:
     assert re.search(r"\d+ passed", done.stdout) and "skipped" not in done.stdout
 
 
+def _session_middleware(app: Any) -> Any:
+    """The SessionMiddleware inside a Starlette app's middleware stack (built by its first request)."""
+    from session_mw import SessionMiddleware
+
+    layer = app.middleware_stack
+    while not isinstance(layer, SessionMiddleware):
+        layer = layer.app
+    return layer
+
+
+def _later(engine: Any, seconds: float) -> None:
+    """The engine's clock moved on: what a session reads of time (authenticated_at) ages by ``seconds``."""
+    engine.clock = lambda: time.time() + seconds
+
+
+def check_recent_auth_fastapi(directory: Path) -> None:
+    module = load("recent-auth-fastapi", directory)
+    app = module.app
+    with (
+        TestClient(app, base_url="https://testserver") as phone,
+        TestClient(app, base_url="https://testserver") as laptop,
+    ):
+        r = phone.post("/password")
+        assert r.status_code == 401 and r.json() == {"detail": "Sign in first."}
+        assert phone.post("/login").status_code == 200 and laptop.post("/login").status_code == 200
+        assert phone.post("/password").json() == {"revoked": 1}  # the laptop's session ended
+        assert laptop.post("/password").status_code == 401
+        _later(_session_middleware(app).engine, 301)  # the login is now over 5 minutes old
+        r = phone.post("/password")
+        assert r.status_code == 403 and "confirm your password" in r.text and r.headers["cache-control"] == "no-store"
+        before = phone.cookies["__Host-id"]
+        assert phone.post("/confirm-password").status_code == 200
+        assert phone.cookies["__Host-id"] != before  # reauthenticated(): a new token
+        assert phone.post("/password").json() == {"revoked": 0}
+        assert module.alerts == []
+        module.DISABLED.add("alice")  # the account is locked: its session ends on its next request
+        assert phone.post("/password").status_code == 401
+    [event] = module.alerts
+    assert event.kind == "revoked_by_admin" and event.user_id == "alice"
+    assert event.session is not None and re.fullmatch(r"[0-9a-f]{24}", event.session)  # a keyed hash, not the token
+    assert before not in repr(event)
+
+
+def check_recent_auth_flask(directory: Path) -> None:
+    app = load("recent-auth-flask", directory).app
+    transport = httpx.WSGITransport(app=app)
+    with (
+        httpx.Client(transport=transport, base_url="https://testserver") as phone,
+        httpx.Client(transport=transport, base_url="https://testserver") as laptop,
+    ):
+        assert phone.post("/password").status_code == 401
+        assert phone.post("/login").json() == {"user": "alice"} and laptop.post("/login").status_code == 200
+        assert phone.post("/password").json() == {"revoked": 1}
+        assert laptop.post("/password").status_code == 401
+        _later(app.extensions["session_mw"].engine, 301)
+        r = phone.post("/password")
+        assert r.status_code == 403 and r.text == "This action needs you to confirm your password again.\n"
+        assert r.headers["content-type"].startswith("text/plain") and r.headers["cache-control"] == "no-store"
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "fastapi": check_fastapi,
     "flask": check_flask,
@@ -166,6 +226,8 @@ CHECKS: dict[str, Callable[..., None]] = {
     "starlette-shim": check_starlette_shim,
     "flask-session": check_flask_session,
     "store-contract": check_store_contract,
+    "recent-auth-fastapi": check_recent_auth_fastapi,
+    "recent-auth-flask": check_recent_auth_flask,
 }
 
 
