@@ -159,6 +159,66 @@ def check_store_contract(directory: Path) -> None:
     assert re.search(r"\d+ passed", done.stdout) and "skipped" not in done.stdout
 
 
+def _session_middleware(app: Any) -> Any:
+    """The SessionMiddleware inside a Starlette app's middleware stack (built by its first request)."""
+    from session_mw import SessionMiddleware
+
+    layer = app.middleware_stack
+    while not isinstance(layer, SessionMiddleware):
+        layer = layer.app
+    return layer
+
+
+def _later(engine: Any, seconds: float) -> None:
+    """The engine's clock moved on: what a session reads of time (authenticated_at) ages by ``seconds``."""
+    engine.clock = lambda: time.time() + seconds
+
+
+def check_recent_auth_fastapi(directory: Path) -> None:
+    module = load("recent-auth-fastapi", directory)
+    app = module.app
+    with (
+        TestClient(app, base_url="https://testserver") as phone,
+        TestClient(app, base_url="https://testserver") as laptop,
+    ):
+        r = phone.post("/password")
+        assert r.status_code == 401 and r.json() == {"detail": "Sign in first."}
+        assert phone.post("/login").status_code == 200 and laptop.post("/login").status_code == 200
+        assert phone.post("/password").json() == {"revoked": 1}  # the laptop's session ended
+        assert laptop.post("/password").status_code == 401
+        _later(_session_middleware(app).engine, 301)  # the login is now over 5 minutes old
+        r = phone.post("/password")
+        assert r.status_code == 403 and "confirm your password" in r.text and r.headers["cache-control"] == "no-store"
+        before = phone.cookies["__Host-id"]
+        assert phone.post("/confirm-password").status_code == 200
+        assert phone.cookies["__Host-id"] != before  # reauthenticated(): a new token
+        assert phone.post("/password").json() == {"revoked": 0}
+        assert module.alerts == []
+        module.DISABLED.add("alice")  # the account is locked: its session ends on its next request
+        assert phone.post("/password").status_code == 401
+    [event] = module.alerts
+    assert event.kind == "revoked_by_admin" and event.user_id == "alice"
+    assert event.session is not None and re.fullmatch(r"[0-9a-f]{24}", event.session)  # a keyed hash, not the token
+    assert before not in repr(event)
+
+
+def check_recent_auth_flask(directory: Path) -> None:
+    app = load("recent-auth-flask", directory).app
+    transport = httpx.WSGITransport(app=app)
+    with (
+        httpx.Client(transport=transport, base_url="https://testserver") as phone,
+        httpx.Client(transport=transport, base_url="https://testserver") as laptop,
+    ):
+        assert phone.post("/password").status_code == 401
+        assert phone.post("/login").json() == {"user": "alice"} and laptop.post("/login").status_code == 200
+        assert phone.post("/password").json() == {"revoked": 1}
+        assert laptop.post("/password").status_code == 401
+        _later(app.extensions["session_mw"].engine, 301)
+        r = phone.post("/password")
+        assert r.status_code == 403 and r.text == "This action needs you to confirm your password again.\n"
+        assert r.headers["content-type"].startswith("text/plain") and r.headers["cache-control"] == "no-store"
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "fastapi": check_fastapi,
     "flask": check_flask,
@@ -166,6 +226,8 @@ CHECKS: dict[str, Callable[..., None]] = {
     "starlette-shim": check_starlette_shim,
     "flask-session": check_flask_session,
     "store-contract": check_store_contract,
+    "recent-auth-fastapi": check_recent_auth_fastapi,
+    "recent-auth-flask": check_recent_auth_flask,
 }
 
 
@@ -231,3 +293,47 @@ def test_every_cli_line_of_the_readme_runs_where_the_app_runs(workdir: Path, red
         result = cli(*args, cwd=workdir)
         assert result.code == code, (line, result)
         assert "Traceback" not in result.out + result.err
+
+
+def settings_rows() -> dict[str, str]:
+    """Each setting named in a table row of the Settings section, with that row's default cell."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Settings") :]
+    section = section[: section.index("\n## ", 1)]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for name in re.findall(r"`([a-z0-9_]+)`", cells[0]):
+            assert name not in rows, f"the setting {name} has two rows in the Settings section"
+            rows[name] = cells[1]
+    return rows
+
+
+def _shown_defaults(value: object) -> set[str]:
+    """How the Settings table may spell a default: `true`, `1800`, `2.0`, `X-CSRF-Token`."""
+    if isinstance(value, bool):
+        return {f"`{str(value).lower()}`"}
+    if isinstance(value, float):
+        return {f"`{value:g}`", f"`{value!r}`"}
+    return {f"`{value}`"}
+
+
+def test_every_setting_is_in_the_settings_section_with_its_default() -> None:
+    import dataclasses
+
+    from session_mw import SessionConfig
+
+    rows = settings_rows()
+    fields = {f.name: f for f in dataclasses.fields(SessionConfig)}
+    assert sorted(set(fields) - set(rows)) == [], "settings missing from the README's Settings tables"
+    assert sorted(set(rows) - set(fields)) == [], "the README's Settings tables name settings that do not exist"
+    for name, f in fields.items():
+        cell = rows[name]
+        if f.default is None:
+            assert cell in ("unset", "idle / 10"), (name, cell)
+        elif f.default == ():
+            assert cell == "none", (name, cell)
+        else:
+            assert any(shown in cell for shown in _shown_defaults(f.default)), (name, f.default, cell)
