@@ -33,11 +33,15 @@ Routes (the same as the Flask example's):
 * ``GET /api/sessions``, ``POST /api/sessions/revoke`` (JSON ``{"id": ...}``: sign one of your devices out),
   ``POST /api/logout-everywhere``, ``POST /api/elevate`` (JSON ``{"password": ...}``).
 
-Cross-site request forgery: ``CrossSiteGuard`` refuses a POST that a browser says comes from
-another site (its ``Origin`` or ``Sec-Fetch-Site`` header; the rule is ``shop_common.is_cross_site``)
-with a 403, before the session is loaded. Behind it, the session cookie is ``SameSite=Lax``
-(session_mw's default), so browsers do not send it with cross-site POSTs, and the JSON routes
-insist on a JSON content type, which a cross-site form cannot send. The pages are
+Cross-site request forgery: session_mw's CSRF check (``csrf_protect``, turned on by the shop,
+``shop_common.CSRF_SETTINGS``) refuses with a 403 a POST whose ``Origin`` or ``Sec-Fetch-Site``
+says it comes from another origin (a forged login included), and a browser's POST that rides on
+the session cookie without the session's CSRF token: the page's forms carry it in a hidden
+``csrf_token`` field, its scripts in an ``X-CSRF-Token`` header. ``RepeatedHeaderGuard`` refuses
+a repeated ``Origin`` header, which the library's ASGI door does not look past. Behind that, the
+session cookie is ``SameSite=Lax`` (session_mw's default), so browsers do not send it with
+cross-site POSTs, and the JSON routes insist on a JSON content type, which a cross-site form
+cannot send. The pages are
 ``Cache-Control: no-store``: Back after logging out asks the server again.
 """
 
@@ -61,34 +65,24 @@ from session_mw import Session, SessionConfig, SessionMiddleware, session_manage
 from session_mw.stores.base import AsyncStore
 
 
-class CrossSiteGuard:
-    """ASGI middleware: a state-changing request from another site gets a 403 and reaches nothing.
+class RepeatedHeaderGuard:
+    """ASGI middleware: an unsafe request with two ``Origin`` (or ``Sec-Fetch-Site``) headers gets
+    a 403 and reaches nothing (``shop_common.repeats_a_browser_header``).
 
-    Installed outside the session middleware, so a refused request never loads, touches or
-    saves a session. The rule is ``shop_common.is_cross_site``.
+    session_mw's CSRF check (``csrf_protect``) does the rest; it reads the first of repeated
+    headers only, and no browser repeats these, so the shop refuses such a request itself.
+    Installed outside the session middleware: a refused request never loads a session.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers: dict[bytes, list[str]] = {}
-            for name, value in scope["headers"]:
-                if name in (b"origin", b"sec-fetch-site", b"host"):
-                    headers.setdefault(name, []).append(value.decode("latin-1"))
-
-            def one(name: bytes) -> str | None:  # a repeated header is joined, and so never matches
-                values = headers.get(name)
-                return ", ".join(values) if values else None
-
-            if shop.is_cross_site(
-                scope["method"], origin=one(b"origin"), fetch_site=one(b"sec-fetch-site"),
-                scheme=scope.get("scheme", "http"), host=one(b"host"),
-            ):  # fmt: skip
-                content_type, body = shop.cross_site_refusal(scope["path"])
-                await Response(body, status_code=403, media_type=content_type)(scope, receive, send)
-                return
+        if scope["type"] == "http" and shop.repeats_a_browser_header(
+            scope["method"], (name.decode("latin-1") for name, _ in scope["headers"])
+        ):
+            await Response(shop.REPEATED_HEADER_REFUSED, status_code=403, media_type="text/plain")(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -110,24 +104,31 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return shop.json_object(bytes(body))
 
 
+def _csrf(request: Request) -> shop.Csrf:
+    """The session's CSRF token and where the page puts it (session_mw's settings)."""
+    config: SessionConfig = request.app.state.session_config
+    return shop.Csrf(_session(request).csrf_token, config.csrf_field, config.csrf_header)
+
+
 async def _home_page(request: Request, *, status: int = 200, error: str | None = None, username: str = "") -> Response:
     session = _session(request)
     user = session.user_id
     sessions = [info.as_dict() for info in await session_manager(request).list()] if user else []
-    warn = shop.cookie_will_be_refused(request.url.scheme, request.url.hostname, request.app.state.cookie_secure)
+    config: SessionConfig = request.app.state.session_config
+    warn = shop.cookie_will_be_refused(request.url.scheme, request.url.hostname, config.cookie_secure)
     html, headers = shop.shop_page(
-        session, user=user, sessions=sessions, error=error, username=username, cookie_warning=warn
+        session, user=user, sessions=sessions, csrf=_csrf(request), error=error, username=username, cookie_warning=warn
     )
     return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None = None) -> FastAPI:
     """The shop, with session settings from ``config`` (default: the ``SESSION_MW_*`` environment)."""
-    config = config if config is not None else SessionConfig.from_env()
+    config = (config if config is not None else SessionConfig.from_env()).replace(**shop.CSRF_SETTINGS)
     app = FastAPI(title=shop.SHOP_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, config=config, store=store)
-    app.add_middleware(CrossSiteGuard)  # added last, so it runs first: outside the session
-    app.state.cookie_secure = config.cookie_secure
+    app.add_middleware(RepeatedHeaderGuard)  # added last, so it runs first: outside the session
+    app.state.session_config = config
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -172,7 +173,9 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
     @app.post("/api/cart")
     async def add_to_cart(request: Request) -> Response:
         data = await _json_object(request)
-        return JSONResponse({"items": shop.add_to_cart(_session(request), data)})
+        items = shop.add_to_cart(_session(request), data)
+        # this may have started the session: the page's script takes the CSRF token that goes with it
+        return JSONResponse({"items": items}, headers={_csrf(request).header: _csrf(request).token})
 
     @app.get("/api/sessions")
     async def sessions(request: Request) -> Response:

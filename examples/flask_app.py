@@ -39,11 +39,13 @@ Routes (the same as the FastAPI example's):
 is a random token); ``current_session()`` is the same object, typed, for ``user_id``,
 ``regenerate()`` and ``invalidate()``.
 
-Cross-site request forgery: ``CrossSiteGuard`` refuses a POST that a browser says comes from
-another site (its ``Origin`` or ``Sec-Fetch-Site`` header; the rule is ``shop_common.is_cross_site``)
-with a 403, before the session is loaded. Behind it, the session cookie is ``SameSite=Lax``
-(session_mw's default), so browsers do not send it with cross-site POSTs, and the JSON routes
-insist on a JSON content type, which a cross-site form cannot send. The pages are
+Cross-site request forgery: session_mw's CSRF check (``csrf_protect``, turned on by the shop,
+``shop_common.CSRF_SETTINGS``) refuses with a 403 a POST whose ``Origin`` or ``Sec-Fetch-Site``
+says it comes from another origin (a forged login included), and a browser's POST that rides on
+the session cookie without the session's CSRF token: the page's forms carry it in a hidden
+``csrf_token`` field, its scripts in an ``X-CSRF-Token`` header. Behind that, the session cookie
+is ``SameSite=Lax`` (session_mw's default), so browsers do not send it with cross-site POSTs, and
+the JSON routes insist on a JSON content type, which a cross-site form cannot send. The pages are
 ``Cache-Control: no-store``: Back after logging out asks the server again.
 """
 
@@ -52,9 +54,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 if not __package__:  # run as a script: make `examples` and the checkout's `session_mw` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,34 +67,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from examples import shop_common as shop
 from examples.shop_common import MAX_JSON_BODY, NOT_LOGGED_IN, ApiError
 from session_mw import SessionConfig
-from session_mw.contrib.flask import FlaskSessions, current_session, session_manager
+from session_mw.contrib.flask import FlaskSessions, config_from_flask, current_session, session_manager
 from session_mw.stores.base import Store
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
 MAX_FORM_BYTES = 16 * 1024  # the login form is two short fields
-
-
-class CrossSiteGuard:
-    """WSGI middleware: a state-changing request from another site gets a 403 and reaches nothing.
-
-    Wrapped around the session middleware, so a refused request never loads, touches or saves
-    a session. The rule is ``shop_common.is_cross_site``.
-    """
-
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if shop.is_cross_site(
-            environ.get("REQUEST_METHOD", "GET"), origin=environ.get("HTTP_ORIGIN"),
-            fetch_site=environ.get("HTTP_SEC_FETCH_SITE"), scheme=environ.get("wsgi.url_scheme", "http"),
-            host=environ.get("HTTP_HOST"),
-        ):  # fmt: skip
-            content_type, body = shop.cross_site_refusal(environ.get("PATH_INFO", ""))
-            return BaseResponse(body, status=403, content_type=content_type)(environ, start_response)
-        return self.app(environ, start_response)
 
 
 def _json_object() -> dict[str, Any]:
@@ -111,13 +88,19 @@ def _not_logged_in() -> tuple[Response, int]:
     return jsonify(NOT_LOGGED_IN), 401
 
 
+def _csrf() -> shop.Csrf:
+    """The session's CSRF token and where the page puts it (session_mw's settings)."""
+    config: SessionConfig = current_app.extensions["session_mw"].config
+    return shop.Csrf(current_session().csrf_token, config.csrf_field, config.csrf_header)
+
+
 def _home_page(*, status: int = 200, error: str | None = None, username: str = "") -> Response:
     user = current_session().user_id
     sessions = [info.as_dict() for info in session_manager().list()] if user else []
     secure = current_app.extensions["session_mw"].config.cookie_secure
     warn = shop.cookie_will_be_refused(request.scheme, request.host.rsplit(":", 1)[0], secure)
     html, headers = shop.shop_page(
-        session, user=user, sessions=sessions, error=error, username=username, cookie_warning=warn
+        session, user=user, sessions=sessions, csrf=_csrf(), error=error, username=username, cookie_warning=warn
     )
     return Response(html, status=status, headers=headers, mimetype="text/html")
 
@@ -126,9 +109,10 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
     """The shop, with session settings from ``config`` (default: the ``SESSION_MW_*`` environment)."""
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_FORM_BYTES, MAX_FORM_MEMORY_SIZE=MAX_FORM_BYTES, MAX_FORM_PARTS=10)
-    # With no config, FlaskSessions reads SESSION_MW_* from app.config and then from the environment.
+    # With no config, SESSION_MW_* settings come from app.config and then from the environment;
+    # the shop adds session_mw's CSRF check to them.
+    config = (config if config is not None else config_from_flask(app.config)).replace(**shop.CSRF_SETTINGS)
     FlaskSessions(app, config=config, store=store)  # also answers StoreUnavailable with a 503
-    cast(Any, app).wsgi_app = CrossSiteGuard(app.wsgi_app)  # outside the session middleware: it runs first
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> tuple[Response, int]:
@@ -172,7 +156,10 @@ def create_app(config: SessionConfig | None = None, *, store: Store | None = Non
 
     @app.post("/api/cart")
     def add_to_cart() -> Response:
-        return jsonify(items=shop.add_to_cart(session, _json_object()))
+        response = jsonify(items=shop.add_to_cart(session, _json_object()))
+        csrf = _csrf()  # this may have started the session: the page's script takes the token that goes with it
+        response.headers[csrf.header] = csrf.token
+        return response
 
     @app.get("/api/sessions")
     def sessions() -> Response | tuple[Response, int]:

@@ -1,10 +1,10 @@
 """The framework-free half of the example shops: catalogue, demo accounts, cart rules, pages,
 and what the routes decide (the JSON API's errors, adding to the cart, signing in, elevating,
-refusing cross-site requests).
+the CSRF settings).
 
 Both example apps (FastAPI and Flask) import this module, so they sell the same fruit, know
 the same users, answer the same errors and render the same HTML; only the request/response
-plumbing differs. Nothing here knows about HTTP frameworks or about session_mw: a session
+plumbing differs. Nothing here knows about HTTP frameworks or imports session_mw: a session
 is any mutable mapping, a request body is bytes, an error is an ``ApiError`` with a status.
 """
 
@@ -15,12 +15,11 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 
@@ -258,6 +257,16 @@ def cookie_will_be_refused(scheme: str, host: str | None, cookie_secure: bool) -
     return cookie_secure and scheme == "http" and (host or "").lower() not in LOCAL_HOSTS
 
 
+@dataclass(frozen=True, slots=True)
+class Csrf:
+    """What a page needs to pass session_mw's CSRF check: the session's token, and where it goes
+    (the forms' hidden field, the scripts' request header; the settings ``csrf_field``, ``csrf_header``)."""
+
+    token: str
+    field: str = "csrf_token"
+    header: str = "X-CSRF-Token"
+
+
 def render_home(
     *,
     user: str | None,
@@ -267,6 +276,7 @@ def render_home(
     error: str | None = None,
     username: str = "",
     nonce: str,
+    csrf: Csrf,
     cookie_warning: bool = False,
 ) -> str:
     """The shop's one page: catalogue and cart, plus a login form or the account panel."""
@@ -286,6 +296,7 @@ def render_home(
         username=username[:MAX_USERNAME_SHOWN],
         demo_accounts=DEMO_ACCOUNTS,
         nonce=nonce,
+        csrf=csrf,
     )
 
 
@@ -295,6 +306,7 @@ def shop_page(
     user: str | None,
     sessions: Sequence[Mapping[str, Any]],
     error: str | None = None,
+    csrf: Csrf,
     username: str = "",
     cookie_warning: bool = False,
 ) -> tuple[str, dict[str, str]]:
@@ -308,6 +320,7 @@ def shop_page(
         error=error,
         username=username,
         nonce=nonce,
+        csrf=csrf,
         cookie_warning=cookie_warning,
     )
     return html, page_headers(nonce)
@@ -329,66 +342,36 @@ class ApiError(Exception):
         self.message = message
 
 
-# -- cross-site requests ---------------------------------------------------------------
+# -- cross-site request forgery ---------------------------------------------------------
+
+#: What the shops add to the session settings the environment gives: session_mw's CSRF check.
+#: A browser's POST from another origin is refused (login CSRF included), and one that rides on
+#: the session cookie must carry the session's CSRF token (the pages' forms and scripts do); a
+#: client that sends neither ``Origin`` nor ``Sec-Fetch-Site`` (curl, a test, a server) is no
+#: browser a forged request could come from, and is served as before.
+CSRF_SETTINGS: Mapping[str, Any] = {"csrf_protect": True, "csrf_trust_plain_clients": True}
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-CROSS_SITE_REFUSED = "cross-site request refused"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+REPEATED_HEADER_REFUSED = b"403 Forbidden: a repeated Origin or Sec-Fetch-Site header; nothing was changed.\n"
 
 
-def _origin_of(url: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of a serialized origin (``scheme://host[:port]``, nothing more), or None."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:  # a bad port, a broken IPv6 literal
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None or parts.password is not None:
-        return None
-    if parts.path or parts.query or parts.fragment or "," in parts.netloc:
-        return None
-    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[scheme]
+def repeats_a_browser_header(method: str, header_names: Iterable[str]) -> bool:
+    """Whether an unsafe request names ``Origin`` or ``Sec-Fetch-Site`` more than once.
 
-
-def is_cross_site(method: str, *, origin: str | None, fetch_site: str | None, scheme: str, host: str | None) -> bool:
-    """Whether a request must be refused (403, before the session is even loaded) as cross-site.
-
-    The rule both shops apply, from the request's method and its ``Origin``, ``Sec-Fetch-Site``
-    and ``Host`` headers (``scheme`` is the request's own, ``http`` or ``https``):
-
-    * A safe method (GET, HEAD, OPTIONS, TRACE) is always served: it changes nothing.
-    * ``Sec-Fetch-Site: cross-site`` is refused. ``same-origin``, ``same-site`` and ``none`` (the
-      user typed the address) let the request through to the ``Origin`` check.
-    * An ``Origin`` header must name this very origin: its scheme, host and port (the scheme's
-      default port when it names none) equal the request's scheme and its ``Host`` header's host
-      and port, compared without regard to case. ``null`` (a sandboxed page, a redirect from
-      elsewhere), anything that is not exactly ``scheme://host[:port]``, several origins, or an
-      origin with no ``Host`` to compare it with are all refused. A sibling subdomain is another
-      origin, so it is refused too, even when ``Sec-Fetch-Site`` says ``same-site``.
-    * A request with neither header is served: it comes from a non-browser client (curl, a test,
-      a server), which a forged cross-site request never is; old browsers that send neither
-      still do not send the ``SameSite`` session cookie with a cross-site POST.
-
-    Behind a proxy that terminates TLS, the app must see the original scheme and ``Host``
-    (``uvicorn --proxy-headers``, Werkzeug's ``ProxyFix``), or every browser POST is refused.
+    No browser does; session_mw's ASGI door reads the first of them only, so the FastAPI shop
+    refuses such a request itself (a WSGI server joins repeated headers into one value, which
+    names no origin: the library refuses that already).
     """
     if method.upper() in SAFE_METHODS:
         return False
-    if fetch_site is not None and fetch_site.strip().lower() == "cross-site":
-        return True
-    if origin is None:
-        return False
-    claimed = _origin_of(origin)
-    own = _origin_of(f"{scheme}://{host}") if host else None
-    return claimed is None or own is None or claimed != own
-
-
-def cross_site_refusal(path: str) -> tuple[str, bytes]:
-    """The 403's content type and body: JSON on the API, one line of text for the pages' forms."""
-    if path.startswith("/api/"):
-        return "application/json", json.dumps({"error": CROSS_SITE_REFUSED}).encode()
-    return "text/plain; charset=utf-8", b"403 Forbidden: this form was sent from another site; nothing was changed.\n"
+    seen: set[str] = set()
+    for name in header_names:
+        lowered = name.lower()
+        if lowered in ("origin", "sec-fetch-site"):
+            if lowered in seen:
+                return True
+            seen.add(lowered)
+    return False
 
 
 def require_json(mimetype: str) -> None:

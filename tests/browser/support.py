@@ -7,6 +7,7 @@ import contextlib
 import html
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,12 +88,24 @@ class _Forger(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         shop = html.escape(self.target, quote=True)
-        if self.path == "/forged-logout":  # a page that posts a form to the shop as soon as it loads
-            body = (
-                f'<form id="f" method="post" action="{shop}/logout"></form>'
-                '<script>document.getElementById("f").submit()</script>'
+        path, _, query = self.path.partition("?")
+        # pages that post a form to the shop as soon as they load
+        submit = '<script>document.getElementById("f").submit()</script>'
+        if path == "/forged-logout":
+            body = f'<form id="f" method="post" action="{shop}/logout"></form>{submit}'
+        elif path == "/forged-login":  # login CSRF: sign the visitor in as the attacker (?username=&password=)
+            fields = "".join(
+                f'<input type="hidden" name="{html.escape(name, quote=True)}" value="{html.escape(value, quote=True)}">'
+                for name, value in urllib.parse.parse_qsl(query)
             )
-        elif self.path == "/link":
+            body = f'<form id="f" method="post" action="{shop}/login">{fields}</form>{submit}'
+        elif path == "/forged-cart":  # a text/plain form whose body reads as JSON: {"item": "poison", "x": "="}
+            body = (
+                f'<form id="f" method="post" action="{shop}/api/cart" enctype="text/plain">'
+                """<input type="hidden" name='{"item": "poison", "x": "' value='"}'></form>"""
+                f"{submit}"
+            )
+        elif path == "/link":
             body = f'<a id="go" href="{shop}/">The best fruit in town</a>'
         else:
             self.send_error(404)

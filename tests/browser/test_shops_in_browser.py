@@ -328,6 +328,94 @@ def test_a_cross_site_form_does_not_act_on_the_session(shop: Shop, new_context: 
     assert kept, "the session cookie changed"
 
 
+def test_forged_forms_from_another_origin_are_refused(shop: Shop, new_context: NewContext, shot: Shot) -> None:
+    """An attacker's page on another port of this machine (the same site, so the cookie goes along,
+    but another origin) auto-submits forms to the shop: to put something in a signed-in victim's
+    cart, and to sign the victim (and a visitor with no session) in as the attacker. The shop
+    refuses each with a 403 and nothing changes."""
+    context = new_context()
+    page = context.new_page()
+    page.goto(shop.url)
+    add_to_cart(page, "apple", 1)
+    log_in(page)
+    cookie = session_cookie(context)
+    assert cookie is not None
+    sent = f"{COOKIE}={cookie['value']}"
+    stranger = new_context()
+    visitor = stranger.new_page()
+
+    def forge(victim: Page, url: str) -> tuple[dict[str, str], int]:
+        target = shop.url + ("/api/cart" if "cart" in url else "/login")
+        with victim.expect_response(target) as answered:
+            victim.goto(url)
+        response = answered.value
+        return response.request.all_headers(), response.status
+
+    with forging_site(shop.url) as port:
+        sibling, foreign = f"http://127.0.0.1:{port}", f"http://localhost:{port}"
+        attacks = [
+            (page, f"{sibling}/forged-cart"),
+            (page, f"{sibling}/forged-login?username=mallory&password=mallory"),
+            (page, f"{sibling}/forged-login?username=bob&password=builder"),  # an account the attacker holds
+            (visitor, f"{sibling}/forged-login?username=bob&password=builder"),
+            (visitor, f"{foreign}/forged-login?username=bob&password=builder"),
+        ]
+        for victim, url in attacks:
+            headers, status = forge(victim, url)
+            assert status == 403, url
+            assert headers.get("origin") == url.split("/forged", 1)[0], headers
+            if victim is page and url.startswith(sibling):  # the cookie went along: only the shop's check stopped it
+                assert carries(headers, sent), "a same-site POST went without the cookie"
+        shot(page, "forged-login")
+
+    page.goto(shop.url)
+    expect(page.get_by_role("heading", name="Hello, alice!")).to_be_visible()
+    expect(page.locator("#cart-lines li")).to_have_count(1)
+    expect(page.locator("#cart-lines li").nth(0)).to_contain_text("Apple \N{MULTIPLICATION SIGN} 1")
+    after = session_cookie(context)
+    assert after is not None
+    kept = after["value"] == cookie["value"]
+    assert kept, "the session cookie changed"
+    assert context.request.get(shop.url + "/api/me").json() == {"user": "alice"}
+    assert stranger.request.get(shop.url + "/api/me").json() == {"user": None}
+    assert session_cookie(stranger) is None  # the forged logins started no session
+
+
+def test_the_pages_own_posts_carry_the_csrf_token(shop: Shop, new_context: NewContext) -> None:
+    """The page's scripts send the session's CSRF token in their header and its forms in their hidden
+    field, and keep it current as the session token changes: the first item in the cart starts a
+    session, signing in and confirming the password move it to a new ID."""
+    context = new_context()
+    page = context.new_page()
+    page.goto(shop.url)
+    meta = page.locator('meta[name="csrf-token"]')
+    drawn = meta.get_attribute("content")
+    with page.expect_request(f"{shop.url}/api/cart") as first:
+        add_to_cart(page, "kiwi", 1)
+    assert first.value.all_headers().get("x-csrf-token") == drawn
+    renewed = meta.get_attribute("content")
+    assert renewed and renewed != drawn  # the session that answer started has a token of its own
+    expect(page.locator('form[action="/login"] input[name="csrf_token"]')).to_have_value(renewed)
+    with page.expect_request(f"{shop.url}/api/cart") as second:
+        add_to_cart(page, "pear", 2)
+    assert second.value.all_headers().get("x-csrf-token") == renewed
+    with page.expect_request(f"{shop.url}/login") as login:
+        log_in(page)
+    assert f"csrf_token={renewed}" in (login.value.post_data or "")
+    signed_in = meta.get_attribute("content")
+    assert signed_in and signed_in != renewed
+
+    page.fill("#elevate-password", "wonderland")
+    with page.expect_navigation():  # confirmed: the page reloads
+        page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_text("Password confirmed for this session.")).to_be_visible()
+    assert meta.get_attribute("content") not in (signed_in, None)  # a new session ID, a new token
+    add_to_cart(page, "apple", 3)
+    page.get_by_role("button", name="Log out", exact=True).click()
+    expect_signed_out(page)
+    expect(page.locator("#cart-lines li")).to_have_count(0)
+
+
 # What the layout test measures in the page: overflow, the header's controls, the pictures, the words.
 LAYOUT_PROBE = """() => {
   const lines = (el) => {

@@ -30,6 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COOKIE = "id"  # SESSION_MW_COOKIE_SECURE=false: no __Host- prefix
 FAKE_TOKEN = "Zm9yZ2VkLXRva2VuLXRoYXQtbm9ib2R5LWV2ZXItbWFk"[:43]  # well-formed, never issued
 LOGIN_FORM = 'action="/login"'
+CSRF_HEADER = "X-CSRF-Token"  # session_mw's csrf_header; the forms' field is csrf_field, "csrf_token"
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 THREADS = 4  # gunicorn --threads, as the contract serves the Flask shop
 
 Kind = Literal["fastapi", "flask"]
@@ -182,6 +184,13 @@ class Browser:
         items: list[str] = response.json()["items"]
         return items
 
+    def csrf_token(self, **kwargs: Any) -> str:
+        """The session's CSRF token, as the shop page shows it to its forms and scripts."""
+        page = self.get("/", **kwargs)
+        found = CSRF_META.search(page.text)
+        assert page.status_code == 200 and found is not None, page.text
+        return found.group(1)
+
     def me(self) -> str | None:
         user: str | None = self.get("/api/me").json()["user"]
         return user
@@ -249,12 +258,20 @@ BAD_CART_BODIES: dict[str, tuple[bytes, str]] = {
 }
 
 
-# Headers by which a browser says a request comes from another site.
+# Headers by which a browser says a request comes from another site (session_mw's check also
+# refuses a sibling site, "same-site": another origin all the same).
 CROSS_SITE_HEADERS: list[dict[str, str]] = [
     {"Origin": "http://evil.example"},
     {"Origin": "null"},
     {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
 ]
+
+
+def own_page(shop: Shop) -> dict[str, str]:
+    """The headers a browser sends with a POST from the shop's own page."""
+    return {"Origin": shop.url, "Sec-Fetch-Site": "same-origin"}
+
 
 # Origin headers that do not name the shop's own origin ({url} is the shop's, {port} its port).
 FOREIGN_ORIGINS: dict[str, str | bytes] = {
@@ -520,32 +537,116 @@ class ShopContract(ShopFixtures):
             ("/login", {"data": {"username": "bob", "password": "builder"}}),  # login CSRF
             ("/logout", {}),
         ]
+        csrf = alice.csrf_token()
         for headers in CROSS_SITE_HEADERS:
             for path, body in forged:
                 for who in (alice, anonymous):
-                    response = who.post(path, headers=headers, **body)
-                    assert response.status_code == 403, (path, headers, response.text)
-                    assert "set-cookie" not in response.headers and "Traceback" not in response.text
-                    if path.startswith("/api/"):
-                        assert response.json() == {"error": "cross-site request refused"}
+                    # refused whatever the request carries, the session's own CSRF token included
+                    for carried in ({}, {CSRF_HEADER: csrf}):
+                        response = who.post(path, headers={**headers, **carried}, **body)
+                        assert response.status_code == 403, (path, headers, response.text)
+                        assert "set-cookie" not in response.headers and "Traceback" not in response.text
         assert alice.token == token and alice.me() == "alice" and alice.cart() == ["apple"]
         assert "Password confirmed" not in alice.get("/").text  # not elevated
         assert phone.me() == "alice"
         assert anonymous.token is None and anonymous.me() is None
 
-        # the same requests from the shop's own pages (or from no browser at all) are served
-        sites = ("same-origin", "same-site", "none")
-        served = [{"Origin": shop.url}, *({"Sec-Fetch-Site": site} for site in sites), {}]
+        # the same requests from the shop's own pages (with the CSRF token) or from no browser at all
+        # (with none) are served
+        sites = ("same-origin", "none")
+        own = [{"Origin": shop.url}, *({"Sec-Fetch-Site": site} for site in sites), own_page(shop)]
+        served = [*({**headers, CSRF_HEADER: csrf} for headers in own), {}]
         for headers in served:
             assert alice.post("/api/cart", headers=headers, json={"item": "kiwi"}).status_code == 200, headers
         assert alice.cart() == ["apple"] + ["kiwi"] * len(served)
-        both = {"Origin": shop.url, "Sec-Fetch-Site": "same-origin"}
+        both = {**own_page(shop), CSRF_HEADER: csrf}
         response = alice.post("/api/sessions/revoke", headers=both, json={"id": phones["id"]})
         assert response.status_code == 200 and phone.me() is None
         bobs_login = {"username": "bob", "password": "builder"}
-        assert anonymous.post("/login", headers=both, data=bobs_login).status_code == 303
+        assert anonymous.post("/login", headers=own_page(shop), data=bobs_login).status_code == 303
         assert anonymous.me() == "bob"
-        assert alice.post("/logout", headers=both).status_code == 303 and alice.me() is None
+        logout = alice.post("/logout", headers=own_page(shop), data={"csrf_token": csrf})
+        assert logout.status_code == 303 and alice.me() is None
+
+    def test_a_browser_post_on_the_session_needs_its_csrf_token(self, shop: Shop, make_browser: MakeBrowser) -> None:
+        """A browser's POST from the shop's own origin that rides on the session cookie is refused
+        (403, nothing changes) without the session's CSRF token, or with a wrong one; with it, served."""
+        marker = uuid.uuid4().hex[:8]
+        alice, phone, bob = make_browser(f"Victim/{marker}"), make_browser(f"Phone/{marker}"), make_browser()
+        alice.add("apple")
+        before_login = alice.csrf_token()
+        alice.login()
+        phone.login()
+        bob.login("bob", "builder")
+        token = alice.token
+        csrf = alice.csrf_token()
+        assert csrf != before_login  # the token goes with the session token: a login renews it
+        assert csrf == alice.csrf_token() and csrf not in (token, phone.csrf_token(), bob.csrf_token())
+        [phones] = [s for s in alice.get("/api/sessions").json()["sessions"] if s["user_agent"] == f"Phone/{marker}"]
+        actions: list[tuple[str, dict[str, Any]]] = [
+            ("/api/cart", {"json": {"item": "banana"}}),
+            ("/api/cart", {"json": {"item": "banana", "csrf_token": csrf}}),  # not where the check looks
+            ("/api/sessions/revoke", {"json": {"id": phones["id"]}}),
+            ("/api/elevate", {"json": {"password": "wonderland"}}),
+            ("/api/logout-everywhere", {}),
+            ("/login", {"data": {"username": "bob", "password": "builder"}}),
+            ("/logout", {}),
+        ]
+        wrong = ["", "not-the-token", FAKE_TOKEN, before_login, bob.csrf_token(), csrf[:-1], token]
+        for browser_says in ({"Origin": shop.url}, {"Sec-Fetch-Site": "same-origin"}, own_page(shop)):
+            for path, body in actions:
+                for carried in (None, *wrong):
+                    headers = dict(browser_says)
+                    sent = dict(body)
+                    if carried is not None and "data" in body:
+                        sent["data"] = {**body["data"], "csrf_token": carried}  # a form's field
+                    elif carried is not None:
+                        headers[CSRF_HEADER] = carried
+                    response = alice.post(path, headers=headers, **sent)
+                    assert response.status_code == 403, (path, browser_says, carried)
+                    assert "set-cookie" not in response.headers and "Traceback" not in response.text
+        assert alice.token == token and alice.me() == "alice" and alice.cart() == ["apple"]
+        page = alice.get("/")
+        assert "Hello, alice!" in page.text and "Password confirmed" not in page.text
+        assert phone.me() == "alice" and bob.me() == "bob"
+
+        # with the token, in the header or (for a form) in the csrf_token field: served
+        with_token = {**own_page(shop), CSRF_HEADER: csrf}
+        assert alice.post("/api/cart", headers=with_token, json={"item": "kiwi"}).json() == {"items": ["apple", "kiwi"]}
+        response = alice.post("/api/sessions/revoke", headers=with_token, json={"id": phones["id"]})
+        assert response.status_code == 200 and phone.me() is None
+        assert alice.post("/api/elevate", headers=with_token, json={"password": "wonderland"}).status_code == 200
+        assert alice.token != token and "Password confirmed" in alice.get("/").text
+        # a new session ID, so a new token: the old one is refused from now on
+        assert alice.post("/api/cart", headers=with_token, json={"item": "pear"}).status_code == 403
+        csrf = alice.csrf_token()
+        assert (
+            alice.post("/api/cart", headers={**own_page(shop), CSRF_HEADER: csrf}, json={"item": "pear"}).status_code
+            == 200
+        )
+        response = alice.post("/logout", headers=own_page(shop), data={"csrf_token": csrf})
+        assert response.status_code == 303 and expires_cookie(response) and alice.me() is None
+
+    def test_signing_in_over_an_anonymous_session_needs_its_csrf_token(self, shop: Shop, browser: Browser) -> None:
+        """An anonymous visitor with a cart has a session cookie: the login form must carry the token
+        (which the page gives it), and the cart survives the login; without it, a 403, nothing changes."""
+        add = browser.post("/api/cart", headers=own_page(shop), json={"item": "cherry"})
+        assert add.status_code == 200 and browser.token is not None
+        csrf = add.headers[CSRF_HEADER]  # the answer that started the session names its token ...
+        assert browser.csrf_token() == csrf  # ... the one the page gives the forms
+        anonymous = browser.token
+        login = {"username": "alice", "password": "wonderland"}
+        for carried in ({}, {"csrf_token": "forged"}, {"csrf_token": ""}):
+            response = browser.post("/login", headers=own_page(shop), data={**login, **carried})
+            assert response.status_code == 403 and "set-cookie" not in response.headers, carried
+        assert browser.token == anonymous and browser.me() is None and browser.cart() == ["cherry"]
+        response = browser.post("/login", headers=own_page(shop), data={**login, "csrf_token": csrf})
+        assert response.status_code == 303 and browser.token not in (None, anonymous)
+        assert browser.me() == "alice" and browser.cart() == ["cherry"]
+        # the header does for a form too (a script's login)
+        assert browser.csrf_token() != csrf
+        response = browser.post("/login", headers={**own_page(shop), CSRF_HEADER: browser.csrf_token()}, data=login)
+        assert response.status_code == 303 and browser.me() == "alice"
 
     def test_pages_with_a_signed_in_user_are_not_stored(self, browser: Browser) -> None:
         browser.login()
@@ -759,7 +860,7 @@ class ShopInputs(ShopFixtures):
         if isinstance(origin, str):
             origin = origin.format(url=shop.url, port=port, other_port=port + 1)
         refused = browser.post("/api/cart", headers={"Origin": origin}, json={"item": "apple"})
-        assert refused.status_code == 403 and refused.json() == {"error": "cross-site request refused"}
+        assert refused.status_code == 403 and "Traceback" not in refused.text
         assert "set-cookie" not in refused.headers  # no session was created
         browser.add("pear")
         refused = browser.post("/login", headers={"Origin": origin}, data={"username": "bob", "password": "builder"})
@@ -771,20 +872,30 @@ class ShopInputs(ShopFixtures):
 
     def test_a_repeated_origin_header_is_refused(self, shop: Shop, browser: Browser) -> None:
         browser.add("pear")
+        csrf = browser.csrf_token()
+        login = {"username": "bob", "password": "builder"}
         for second in (shop.url, "http://evil.example"):
-            headers = [("Origin", shop.url), ("Origin", second), ("Cookie", f"{COOKIE}={browser.token}")]
-            response = browser.http.post("/api/cart", headers=headers, json={"item": "apple"})
-            assert response.status_code == 403, second
-        assert browser.cart() == ["pear"]
+            for name in ("Origin", "Sec-Fetch-Site"):
+                first = shop.url if name == "Origin" else "same-origin"
+                again = second if name == "Origin" else ("same-origin" if second == shop.url else "cross-site")
+                # with the session's cookie and its CSRF token: refused all the same
+                headers = [(name, first), (name, again), ("Cookie", f"{COOKIE}={browser.token}"), (CSRF_HEADER, csrf)]
+                response = browser.http.post("/api/cart", headers=headers, json={"item": "apple"})
+                assert response.status_code == 403, (name, second)
+                # and with no session at all (a forged login)
+                response = browser.http.post("/login", headers=[(name, first), (name, again)], data=login)
+                assert response.status_code == 403 and "set-cookie" not in response.headers, (name, second)
+        assert browser.cart() == ["pear"] and browser.me() is None
 
     @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "shop.test", "SHOP.Test"])
     def test_the_origin_is_compared_with_the_requests_own_host(self, shop: Shop, browser: Browser, host: str) -> None:
         port = shop.url.rsplit(":", 1)[1]
         own = {"Host": f"{host}:{port}", "Origin": f"http://{host.lower()}:{port}"}
         assert browser.post("/api/cart", headers=own, json={"item": "apple"}).status_code == 200
-        shouting = {"Host": f"{host}:{port}", "Origin": f"HTTP://{host.upper()}:{port}"}
+        csrf = {CSRF_HEADER: browser.csrf_token(headers={"Host": f"{host}:{port}"})}
+        shouting = {"Host": f"{host}:{port}", "Origin": f"HTTP://{host.upper()}:{port}", **csrf}
         assert browser.post("/api/cart", headers=shouting, json={"item": "kiwi"}).status_code == 200
-        elsewhere = {"Host": f"{host}:{port}", "Origin": f"http://{host}.evil.example:{port}"}
+        elsewhere = {"Host": f"{host}:{port}", "Origin": f"http://{host}.evil.example:{port}", **csrf}
         assert browser.post("/api/cart", headers=elsewhere, json={"item": "pear"}).status_code == 403
         assert browser.cart() == ["apple", "kiwi"]
 
