@@ -37,8 +37,8 @@ Cross-site request forgery: session_mw's CSRF check (``csrf_protect``, turned on
 ``shop_common.CSRF_SETTINGS``) refuses with a 403 a POST whose ``Origin`` or ``Sec-Fetch-Site``
 says it comes from another origin (a forged login included), and a browser's POST that rides on
 the session cookie without the session's CSRF token: the page's forms carry it in a hidden
-``csrf_token`` field, its scripts in an ``X-CSRF-Token`` header. ``RepeatedHeaderGuard`` refuses
-a repeated ``Origin`` header, which the library's ASGI door does not look past. Behind that, the
+``csrf_token`` field, its scripts in an ``X-CSRF-Token`` header (a repeated ``Origin`` is
+refused too: the door reads repeated headers joined, as WSGI servers pass them). Behind that, the
 session cookie is ``SameSite=Lax`` (session_mw's default), so browsers do not send it with
 cross-site POSTs, and the JSON routes insist on a JSON content type, which a cross-site form
 cannot send. The pages are
@@ -57,33 +57,11 @@ if not __package__:  # run as a script: make `examples` and the checkout's `sess
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from examples import shop_common as shop
 from examples.shop_common import NOT_LOGGED_IN, ApiError
 from session_mw import Session, SessionConfig, SessionMiddleware, session_manager
 from session_mw.stores.base import AsyncStore
-
-
-class RepeatedHeaderGuard:
-    """ASGI middleware: an unsafe request with two ``Origin`` (or ``Sec-Fetch-Site``) headers gets
-    a 403 and reaches nothing (``shop_common.repeats_a_browser_header``).
-
-    session_mw's CSRF check (``csrf_protect``) does the rest; it reads the first of repeated
-    headers only, and no browser repeats these, so the shop refuses such a request itself.
-    Installed outside the session middleware: a refused request never loads a session.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and shop.repeats_a_browser_header(
-            scope["method"], (name.decode("latin-1") for name, _ in scope["headers"])
-        ):
-            await Response(shop.REPEATED_HEADER_REFUSED, status_code=403, media_type="text/plain")(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
 
 
 def _session(request: Request) -> Session:
@@ -127,7 +105,6 @@ def create_app(config: SessionConfig | None = None, *, store: AsyncStore | None 
     config = (config if config is not None else SessionConfig.from_env()).replace(**shop.CSRF_SETTINGS)
     app = FastAPI(title=shop.SHOP_NAME, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(SessionMiddleware, config=config, store=store)
-    app.add_middleware(RepeatedHeaderGuard)  # added last, so it runs first: outside the session
     app.state.session_config = config
 
     async def api_error(request: Request, exc: Exception) -> Response:

@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -350,28 +350,6 @@ class ApiError(Exception):
 #: client that sends neither ``Origin`` nor ``Sec-Fetch-Site`` (curl, a test, a server) is no
 #: browser a forged request could come from, and is served as before.
 CSRF_SETTINGS: Mapping[str, Any] = {"csrf_protect": True, "csrf_trust_plain_clients": True}
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-REPEATED_HEADER_REFUSED = b"403 Forbidden: a repeated Origin or Sec-Fetch-Site header; nothing was changed.\n"
-
-
-def repeats_a_browser_header(method: str, header_names: Iterable[str]) -> bool:
-    """Whether an unsafe request names ``Origin`` or ``Sec-Fetch-Site`` more than once.
-
-    No browser does; session_mw's ASGI door reads the first of them only, so the FastAPI shop
-    refuses such a request itself (a WSGI server joins repeated headers into one value, which
-    names no origin: the library refuses that already).
-    """
-    if method.upper() in SAFE_METHODS:
-        return False
-    seen: set[str] = set()
-    for name in header_names:
-        lowered = name.lower()
-        if lowered in ("origin", "sec-fetch-site"):
-            if lowered in seen:
-                return True
-            seen.add(lowered)
-    return False
 
 
 def require_json(mimetype: str) -> None:

@@ -64,6 +64,7 @@ class SessionMiddleware:
         forwarded = engine_config.client_ip_header
         self._forwarded = forwarded.lower().encode("latin-1") if forwarded else None
         self._csrf = engine_config.csrf_protect
+        self._csrf_header = engine_config.csrf_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -98,6 +99,8 @@ class SessionMiddleware:
             path, root = scope["path"], scope.get("root_path", "")
             if root and not path.startswith(root):
                 path = root + path
+        if self.engine.insecure:  # Secure off: warn once if this is not localhost
+            self.engine.insecure_host(next((v.decode("latin-1") for n, v in scope["headers"] if n == b"host"), None))
         peer = scope.get("client")
         exchange = self.engine.exchange(
             cookie,
@@ -108,6 +111,13 @@ class SessionMiddleware:
             header_value=carried,
         )
         driver = self.driver
+        checked: dict[bytes, str] | None = None
+        if self._csrf and kind == "http" and scope["method"] not in SAFE_METHODS:
+            checked = _csrf_headers(scope, self._csrf_header)
+            origin, fetch_site = checked.get(b"origin"), checked.get(b"sec-fetch-site")
+            if exchange.csrf_refuses_origin(scope["method"], origin, fetch_site, checked.get(b"host"), scope["scheme"]):
+                await _send_answer(scope, send, self.engine.csrf_refused)  # before any store read
+                return
         if exchange.needs_load:
             try:
                 answer = await driver.run(exchange.opening())
@@ -118,8 +128,8 @@ class SessionMiddleware:
             if answer is not None:
                 await _send_answer(scope, send, answer)
                 return
-        if self._csrf and kind == "http" and scope["method"] not in SAFE_METHODS:
-            answer, receive = await _csrf_check(scope, receive, exchange)
+        if checked is not None:
+            answer, receive = await _csrf_token_check(scope, receive, exchange, checked, self._csrf_header)
             if answer is not None:
                 await driver.run(exchange.releasing())
                 await _send_answer(scope, send, answer)
@@ -187,21 +197,23 @@ class SessionMiddleware:
         return send_checked
 
 
-async def _csrf_check(scope: Scope, receive: Receive, exchange: Exchange) -> tuple[Answer | None, Receive]:
-    """The CSRF check of an unsafe request: its answer (None: go on) and the ``receive`` to pass
-    on (the body replayed, when a form had to be read for its token field)."""
-    config = exchange.engine.config
-    wanted = config.csrf_header.lower().encode("latin-1")
+def _csrf_headers(scope: Scope, wanted: bytes) -> dict[bytes, str]:
+    """The headers the CSRF check reads; a repeated one is joined with ``,`` (as WSGI servers do),
+    so a second ``Origin`` can never hide behind a first."""
     headers: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name in (b"origin", b"sec-fetch-site", b"host", b"content-type", wanted) and name not in headers:
-            headers[name] = value.decode("latin-1")
-    verdict = exchange.csrf_gate(
-        scope["method"], headers.get(b"origin"), headers.get(b"sec-fetch-site"), headers.get(b"host"), scope["scheme"]
-    )
-    if verdict == "refuse":
-        return exchange.engine.csrf_refused, receive
-    if verdict == "pass":
+        if name in (b"origin", b"sec-fetch-site", b"host", b"content-type", wanted):
+            text = value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers
+
+
+async def _csrf_token_check(
+    scope: Scope, receive: Receive, exchange: Exchange, headers: dict[bytes, str], wanted: bytes
+) -> tuple[Answer | None, Receive]:
+    """After the load: the token check of an unsafe request; its answer (None: go on) and the
+    ``receive`` to pass on (the body replayed, when a form had to be read for its token field)."""
+    if not exchange.csrf_needs_token(scope["method"], headers.get(b"origin"), headers.get(b"sec-fetch-site")):
         return None, receive
     submitted = headers.get(wanted)
     content_type = headers.get(b"content-type")
@@ -209,7 +221,7 @@ async def _csrf_check(scope: Scope, receive: Receive, exchange: Exchange) -> tup
         assert content_type is not None
         body, receive = await _buffered(receive)
         if body is not None:
-            submitted = form_field(body, content_type, config.csrf_field)
+            submitted = form_field(body, content_type, exchange.engine.config.csrf_field)
     return exchange.csrf_answer(submitted), receive
 
 

@@ -242,10 +242,10 @@ def _config(args: argparse.Namespace, environ: dict[str, str]) -> SessionConfig:
 # -- commands ------------------------------------------------------------------------------
 
 
-def _manager(ops: Ops) -> SessionManager:
+def _manager(ops: Ops, events: SecurityEvents) -> SessionManager:
     # unbounded: the store's own expiry already reflects the app's idle timeout, which this
     # process may not know; the absolute deadline (stored in each session) still applies
-    return SessionManager(SyncDriver(ops.store), Sessions(UNBOUNDED, events=SecurityEvents(None)))
+    return SessionManager(SyncDriver(ops.store), Sessions(UNBOUNDED, events=events))
 
 
 def cmd_stats(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -293,7 +293,7 @@ def cmd_revoke(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     if args.all:
         return _revoke_everything(ops, args, out, err)
     if args.user is not None:
-        count = _manager(ops).revoke_all(args.user)
+        count = _manager(ops, args.events).revoke_all(args.user)
         if not count:
             print(f"no live sessions for user {_printable(args.user)!r}", file=err)
             return EXIT_NO_MATCH
@@ -309,6 +309,7 @@ def cmd_revoke(ops: Ops, args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     if len(found) > 1:
         raise ConfigError(f"the prefix {prefix} matches more than one session; give more characters")
     ops.store.execute(Delete(found[0]))
+    args.events.emit("revoked_by_admin", found[0], detail="revoke --session-digest")
     print(f"revoked session {found[0][:16]}", file=out)
     return EXIT_OK
 
@@ -322,6 +323,7 @@ def _revoke_everything(ops: Ops, args: argparse.Namespace, out: TextIO, err: Tex
     if not count:
         print(f"no live sessions in {ops.where()}", file=err)
         return EXIT_NO_MATCH
+    args.events.emit("revoked_by_admin", detail=f"revoke --all: {_sessions(count)}")
     print(f"revoked all {_sessions(count)} in {ops.where()}", file=out)
     return EXIT_OK
 
@@ -402,7 +404,10 @@ def main(
     err = sys.stderr if err is None else err
     args = build_parser().parse_args(argv)
     try:
-        ops = _open(_config(args, dict(os.environ) if environ is None else environ))
+        config = _config(args, dict(os.environ) if environ is None else environ)
+        # events keyed like the app's (with its digest_key), so an operator's revocation matches them
+        args.events = SecurityEvents(config.digest_key)
+        ops = _open(config)
         try:
             code: int = args.run(ops, args, out, err)
             return code

@@ -1,8 +1,9 @@
 """The door side of the CSRF check: where a submitted synchronizer token is found.
 
 The rule itself (which requests need the token, what it is, the cross-site refusal) is the
-engine's (``Exchange.csrf_gate``/``csrf_answer``); this module only reads the token from the
-``csrf_header`` header or, for an HTML form, from its ``csrf_field`` field. The form body is
+engine's (``Exchange.csrf_refuses_origin``, ``csrf_needs_token``, ``csrf_answer``); this module
+only reads the token from the ``csrf_header`` header or, for an HTML form, from its
+``csrf_field`` field. The form body is
 read in full (up to ``MAX_FORM_BODY``) and handed back to the app unchanged.
 """
 

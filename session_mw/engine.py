@@ -154,6 +154,11 @@ class Engine:
         #: the lower-cased name of the request header that may carry the token; None: cookies only
         self.token_header = config.token_header.lower() if config.token_header else None
         self._token_length = token_length(config.token_bytes)
+        #: Secure is off: warned about once, at start-up for a Domain outside localhost, else on
+        #: the first request to a host that is not a loopback name (``insecure_host``)
+        self.insecure = not config.cookie_secure
+        if self.insecure and config.cookie_domain and not _local_host(config.cookie_domain):
+            self._warn_insecure(config.cookie_domain)
         self.unavailable = _answer(config, 503, "Service Unavailable", UNAVAILABLE_BODY)
         self.busy = _answer(config, 503, "Service Unavailable", BUSY_BODY)
         self.unsaved = _answer(config, 500, "Internal Server Error", UNSAVED_BODY)
@@ -163,6 +168,19 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine(cookie={self.cookies.name!r}, store_url=<hidden>)"
+
+    def insecure_host(self, host: str | None) -> None:
+        """With Secure off, a request to a host other than localhost: one warning per engine."""
+        if self.insecure and host and not _local_host(host):
+            self._warn_insecure(host)
+
+    def _warn_insecure(self, host: str) -> None:
+        self.insecure = False  # once
+        log.warning(
+            "cookie_secure=False outside localhost (%s): the session cookie travels over plain http, "
+            "where anyone on the network can read it; keep it for local development only",
+            host.split(":")[0][:100],
+        )
 
     def exchange(
         self,
@@ -246,6 +264,17 @@ class Engine:
 
 COOKIE = "cookie"
 HEADER = "header"
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def _local_host(host: str) -> bool:
+    """A loopback name (``localhost``, ``*.localhost``, ``127.0.0.1``, ``[::1]``), port or not."""
+    name = host.strip().lower().lstrip(".")
+    if name.startswith("["):
+        name = name.split("]", 1)[0] + "]"
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return name in _LOOPBACK or name.endswith(".localhost") or name.startswith("127.")
 
 
 class Exchange:
@@ -503,25 +532,31 @@ class Exchange:
 
     # -- CSRF: the door asks, before the app runs ----------------------------------------
 
-    def csrf_gate(self, method: str, origin: str | None, fetch_site: str | None, host: str | None, scheme: str) -> str:
-        """``"pass"``, ``"refuse"``, or ``"token"``: the request must carry ``csrf_token`` (the
-        ``csrf_header`` header or the ``csrf_field`` form field), for ``csrf_answer``.
+    def csrf_refuses_origin(
+        self, method: str, origin: str | None, fetch_site: str | None, host: str | None, scheme: str
+    ) -> bool:
+        """Before the load: True when an unsafe request is refused for where it comes from.
 
-        Only unsafe methods of cookie-authenticated requests need the token: a request with no
-        live session has nothing to ride on, and a header-borne token is no ambient credential.
-        A foreign ``Origin``/``Sec-Fetch-Site`` is refused whatever it carries (that covers login
-        CSRF, a forged post to ``/login`` before any session exists).
+        A foreign ``Origin``/``Sec-Fetch-Site`` is refused whatever it carries, with or without a
+        session (that covers login CSRF, a forged post to ``/login`` before any session exists).
+        A token in a request header is no ambient credential: such requests (CORS API calls) are
+        never refused here.
         """
-        if not self.engine.config.csrf_protect or method.upper() in SAFE_METHODS:
-            return "pass"
-        if self.engine.cross_site(origin, fetch_site, host, scheme):
-            self._emit("csrf_refused", self.key if self.live else None, self._user(), "a cross-site request")
-            return "refuse"
-        if self.transport == HEADER or not self.live:
-            return "pass"
-        if origin is None and fetch_site is None and self.engine.config.csrf_trust_plain_clients:
-            return "pass"
-        return "token"
+        if not self.engine.config.csrf_protect or method.upper() in SAFE_METHODS or self.transport == HEADER:
+            return False
+        if not self.engine.cross_site(origin, fetch_site, host, scheme):
+            return False
+        self._emit("csrf_refused", None, None, "a cross-site request")
+        return True
+
+    def csrf_needs_token(self, method: str, origin: str | None, fetch_site: str | None) -> bool:
+        """After the load: the request must carry ``csrf_token`` (the ``csrf_header`` header or
+        the ``csrf_field`` form field), for ``csrf_answer``. Only unsafe methods of
+        cookie-authenticated requests do: a request with no live session has nothing to ride on."""
+        config = self.engine.config
+        if not config.csrf_protect or method.upper() in SAFE_METHODS or self.transport == HEADER or not self.live:
+            return False
+        return not (origin is None and fetch_site is None and config.csrf_trust_plain_clients)
 
     def csrf_answer(self, submitted: str | None) -> Answer | None:
         """None when ``submitted`` is this session's CSRF token; else the 403 to send (and an event)."""

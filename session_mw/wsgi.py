@@ -128,6 +128,8 @@ class WSGISessionMiddleware:
         path = None
         if cookie and self.engine.cookies.scoped:  # the path the browser asked for
             path = _decoded(environ.get("SCRIPT_NAME", "")) + _decoded(environ.get("PATH_INFO", ""))
+        if self.engine.insecure:  # Secure off: warn once if this is not localhost
+            self.engine.insecure_host(environ.get("HTTP_HOST") or environ.get("SERVER_NAME"))
         exchange = self.engine.exchange(
             cookie,
             environ.get("HTTP_USER_AGENT", ""),
@@ -147,19 +149,14 @@ class WSGISessionMiddleware:
         A form read for its token field is put back as ``wsgi.input``, for the app to read again.
         """
         config = self.engine.config
+        method = environ["REQUEST_METHOD"]
+        origin, fetch_site = environ.get("HTTP_ORIGIN"), environ.get("HTTP_SEC_FETCH_SITE")
+        scheme = environ.get("wsgi.url_scheme", "http")
+        if exchange.csrf_refuses_origin(method, origin, fetch_site, environ.get("HTTP_HOST"), scheme):
+            return self.engine.csrf_refused  # before any store read
         if exchange.needs_load and exchange.session.pending:
             exchange.session.mark_accessed()  # the check needs to know whether a live session came
-        scheme = environ.get("wsgi.url_scheme", "http")
-        verdict = exchange.csrf_gate(
-            environ["REQUEST_METHOD"],
-            environ.get("HTTP_ORIGIN"),
-            environ.get("HTTP_SEC_FETCH_SITE"),
-            environ.get("HTTP_HOST"),
-            scheme,
-        )
-        if verdict == "refuse":
-            return self.engine.csrf_refused
-        if verdict == "pass":
+        if not exchange.csrf_needs_token(method, origin, fetch_site):
             return None
         submitted = environ.get("HTTP_" + config.csrf_header.upper().replace("-", "_"))
         content_type = environ.get("CONTENT_TYPE")

@@ -550,3 +550,20 @@ def test_the_cli_works_on_a_store_encrypted_at_rest(tmp_path: Path) -> None:
     assert revoked.code == 0 and "revoked 1 session" in revoked.out, revoked
     assert store.execute(SessionsOf("alice", LIFE)) == []
     store.execute(Close())
+
+
+def test_every_cli_revocation_is_a_security_event(
+    sqlite_db: tuple[str, SQLiteStore, Population], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _, people = sqlite_db
+    caplog.set_level("WARNING", logger="session_mw.security")
+    assert cli("revoke", "--user", "alice", "--store-url", url).code == 0
+    assert cli("revoke", "--session-digest", people.bob, "--store-url", url).code == 0
+    assert cli("revoke", "--all", "--yes", "--store-url", url).code == 0
+    events = [getattr(r, "session_mw") for r in caplog.records if hasattr(r, "session_mw")]
+    kinds = [(e["event"], e["detail"]) for e in events]
+    assert kinds.count(("revoked_by_admin", "revoked_all")) == 2  # alice's two sessions
+    assert ("revoked_by_admin", "revoke --session-digest") in kinds
+    assert any(kind == "revoked_by_admin" and detail.startswith("revoke --all") for kind, detail in kinds)
+    shown = repr(caplog.records) + caplog.text
+    assert all(key not in shown for key in [*people.alice, people.bob])

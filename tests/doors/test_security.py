@@ -25,7 +25,7 @@ from session_mw.stores.threaded import AsyncFromSync
 from session_mw.testing import FakeClock
 from session_mw.tokens import Digester, new_token
 from tests.doors.apps import DOORS, HOOKS
-from tests.doors.harness import ABSOLUTE, IDLE, Clients, cookie, expired, live_keys, token_of
+from tests.doors.harness import ABSOLUTE, IDLE, Clients, Counting, cookie, expired, live_keys, token_of
 
 
 @dataclass
@@ -65,13 +65,15 @@ def build(door: str, store_url: str, key_prefix: str, clock: FakeClock) -> Itera
             store = same_store_as.store
         else:
             store = open_async_store(config, clock=clock) if door == "asgi" else open_store(config, clock=clock)
+            store = Counting(store)  # still the real store; it counts the loads
         events: list[SecurityEvent] = []
         engine = Engine(config, clock=clock, listeners=[events.append], account_active=account_active)
         clients = Clients(door, DOORS[door](config, store, engine))
-        if isinstance(store, AsyncFromSync):
-            view: Store = store.sync  # memory and SQLite: the very store the door uses
+        inner = store.inner if isinstance(store, Counting) else store
+        if isinstance(inner, AsyncFromSync):
+            view: Store = inner.sync  # memory and SQLite: the very store the door uses
         elif door != "asgi" and not store_url.startswith("redis"):
-            view = store
+            view = inner
         else:
             view = open_store(config, clock=clock)  # Redis: another client of the same server
         made.append((clients, view))
@@ -447,6 +449,28 @@ def test_csrf_a_foreign_origin_is_refused_even_without_a_session(build: Build) -
     assert foreign.status_code == 403
 
 
+def test_csrf_a_repeated_origin_is_refused_and_a_header_token_is_no_ambient_credential(build: Build, door: str) -> None:
+    site = build(csrf_protect=True, token_header="X-Session")
+    c = site.new()
+    token = login(c, origin=ORIGIN)
+    status, _ = _raw_request(site, door, "POST", [("origin", ORIGIN), ("origin", "https://evil.test")])
+    assert status == 403  # a second Origin cannot hide behind the first, on either door
+    api = c.post("/cart", json={"item": "x"}, headers={"x-session": token, "origin": "https://app.other"})
+    assert api.status_code == 200  # a CORS API client sends its token itself: no CSRF to fear
+
+
+def test_csrf_a_cross_site_post_is_refused_before_any_store_read(build: Build, door: str) -> None:
+    site = build(csrf_protect=True)
+    c = site.new()
+    token = login(c)
+    loads = site.store.calls["load"]
+    forged = c.post("/cart", json={"item": "x"}, headers={**cookie(token), "sec-fetch-site": "cross-site"})
+    assert forged.status_code == 403 and site.kinds()[-1] == "csrf_refused"
+    assert site.store.calls["load"] == loads  # refused on its headers alone: the store was never asked
+    c.get("/cart", headers=cookie(token))
+    assert site.store.calls["load"] == loads + 1
+
+
 def test_csrf_is_off_by_default(build: Build) -> None:
     site = build()
     c = site.new()
@@ -517,7 +541,11 @@ def test_header_transport_refuses_injected_line_breaks(door: str, build: Build) 
 
 
 def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tuple[str, str]]]:
-    """A GET /cart straight through the door's interface, with a header no HTTP client would send."""
+    return _raw_request(site, door, "GET", [(name, value)])
+
+
+def _raw_request(site: Site, door: str, method: str, extra: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
+    """A request to /cart straight through the door's interface, with headers no HTTP client would send."""
     app = site.clients.app
     if door == "asgi":
         sent: list[dict[str, Any]] = []
@@ -532,13 +560,13 @@ def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tu
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "GET",
+            "method": method,
             "scheme": "https",
             "path": "/cart",
             "raw_path": b"/cart",
             "root_path": "",
             "query_string": b"",
-            "headers": [(b"host", b"shop.test"), (name.encode(), value.encode("latin-1"))],
+            "headers": [(b"host", b"shop.test"), *((n.encode(), v.encode("latin-1")) for n, v in extra)],
             "client": ("127.0.0.1", 5000),
             "server": ("shop.test", 443),
         }
@@ -548,8 +576,8 @@ def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tu
         first.portal.call(app, scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         return start["status"], [(k.decode(), v.decode("latin-1")) for k, v in start["headers"]]
-    environ = {
-        "REQUEST_METHOD": "GET",
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
         "PATH_INFO": "/cart",
         "SCRIPT_NAME": "",
         "QUERY_STRING": "",
@@ -565,8 +593,10 @@ def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tu
         "wsgi.multithread": False,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
-        "HTTP_" + name.upper().replace("-", "_"): value,
     }
+    for name, value in extra:  # a WSGI server joins a repeated header's values with ","
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
     seen: list[Any] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -578,3 +608,24 @@ def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tu
     getattr(body, "close", lambda: None)()
     status, headers = seen[0]
     return int(status), list(headers)
+
+
+# -- 7. cookie names and prefixes -------------------------------------------------------------
+
+
+def test_the_default_cookie_name_is_generic_and_prefixed(build: Build) -> None:
+    r = build().new().post("/cart", json={"item": "apple"})
+    assert r.headers["set-cookie"].startswith("__Host-id=")  # neither Flask's nor Starlette's "session"
+    assert "HttpOnly" in r.headers["set-cookie"] and "Secure" in r.headers["set-cookie"]
+
+
+def test_secure_off_outside_localhost_is_warned_about_once(build: Build, caplog: pytest.LogCaptureFixture) -> None:
+    site = build(cookie_secure=False)
+    c = site.new()
+    caplog.set_level("WARNING", logger="session_mw")
+    c.get("/cart", headers={"host": "localhost:8000"})
+    c.get("/cart", headers={"host": "127.0.0.1:8000"})
+    assert "cookie_secure=False" not in caplog.text
+    c.get("/cart")  # shop.test
+    c.get("/cart")
+    assert caplog.text.count("cookie_secure=False outside localhost (shop.test)") == 1
