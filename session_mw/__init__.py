@@ -1,6 +1,6 @@
 """session_mw: server-side sessions for ASGI and WSGI apps, secure by default."""
 
-from .asgi import SessionMiddleware, session_manager, session_of
+from .asgi import SessionMiddleware, admin_session_manager, session_manager, session_of
 from .config import SessionConfig
 from .drivers import AsyncSessionManager, SessionManager
 from .engine import Engine
@@ -35,6 +35,7 @@ __all__ = [
     "StoreUnavailable",
     "ValueNotDecodable",
     "ValueNotStorable",
+    "admin_session_manager",
     "session_manager",
     "session_of",
 ]

@@ -274,4 +274,12 @@ def session_manager(request: Any) -> AsyncSessionManager:
     return request_manager(AsyncSessionManager, scope, missing)
 
 
-__all__ = ["Session", "SessionMiddleware", "session_manager", "session_of"]
+def admin_session_manager(request: Any) -> AsyncSessionManager:
+    """Any user's sessions, for an operator's page: ``list(user_id)``, ``revoke_all(user_id)``
+    (an account disabled, a password reset). Only for requests your app has authorised as an admin's."""
+    scope = request.scope if hasattr(request, "scope") else request
+    missing = "session_mw.asgi.SessionMiddleware must be installed to manage sessions"
+    return request_manager(AsyncSessionManager, scope, missing, admin=True)
+
+
+__all__ = ["Session", "SessionMiddleware", "admin_session_manager", "session_manager", "session_of"]

@@ -112,16 +112,20 @@ class AsyncSessionManager:
 _Manager = TypeVar("_Manager", SessionManager, AsyncSessionManager)
 
 
-def request_manager(kind: type[_Manager], state: Mapping[str, Any], missing: str) -> _Manager:
+def request_manager(kind: type[_Manager], state: Mapping[str, Any], missing: str, *, admin: bool = False) -> _Manager:
     """The session manager of one request, from the ``(driver, exchange)`` its door left at ``STATE_KEY``.
 
     ``missing`` is the ``RuntimeError`` message when no door did (the middleware is not installed).
+    ``admin``: bound to no user, for an operator's page (``list(user_id)``, ``revoke_all(user_id)``
+    of any user; its revocations are ``revoked_by_admin`` events). The app decides who may use it.
     """
     try:
         driver, exchange = state[STATE_KEY]
     except KeyError:
         raise RuntimeError(missing) from None
     assert isinstance(exchange, Exchange)
+    if admin:
+        return kind(driver, Sessions(exchange.engine.lifetime, None, exchange.engine.events))
     return kind(driver, Sessions(exchange.engine.lifetime, exchange))
 
 

@@ -243,4 +243,17 @@ def session_manager(environ: dict[str, Any]) -> SessionManager:
     return request_manager(SessionManager, environ, missing)
 
 
-__all__ = ["SESSION_KEY", "STATE_KEY", "WSGISessionMiddleware", "session_manager", "session_of"]
+def admin_session_manager(environ: dict[str, Any]) -> SessionManager:
+    """Any user's sessions, for an operator's page (see ``asgi.admin_session_manager``)."""
+    missing = "session_mw.wsgi.WSGISessionMiddleware must wrap the app to manage sessions"
+    return request_manager(SessionManager, environ, missing, admin=True)
+
+
+__all__ = [
+    "SESSION_KEY",
+    "STATE_KEY",
+    "WSGISessionMiddleware",
+    "admin_session_manager",
+    "session_manager",
+    "session_of",
+]

@@ -39,6 +39,7 @@ from ..session import Session
 from ..stores import open_store
 from ..stores.base import Store
 from ..wsgi import SESSION_KEY, STATE_KEY, WSGISessionMiddleware
+from ..wsgi import admin_session_manager as _environ_admin_manager
 from ..wsgi import session_manager as _environ_manager
 from .flask_serializer import FlaskSerializer
 
@@ -307,6 +308,12 @@ def session_manager() -> SessionManager:
     return _environ_manager(flask_request.environ)
 
 
+def admin_session_manager() -> SessionManager:
+    """Any user's sessions, for an operator's view of the current Flask request (see
+    ``session_mw.asgi.admin_session_manager``): the app decides who may use it."""
+    return _environ_admin_manager(flask_request.environ)
+
+
 def recent_auth_required(max_age: float) -> Callable[[Callable[P, T]], Callable[P, T | Response]]:
     """A view decorator for sensitive actions: 401 when no user is logged in, 403 when the last
     proof of a credential is older than ``max_age`` seconds (``session.reauthenticated()`` after
@@ -341,6 +348,7 @@ __all__ = [
     "FlaskSession",
     "FlaskSessions",
     "ServerSideSessionInterface",
+    "admin_session_manager",
     "config_from_flask",
     "current_session",
     "recent_auth_required",

@@ -212,6 +212,11 @@ MANAGED: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("GET", "/sessions"): ("list", lambda infos: [i.as_dict() for i in infos]),
     ("POST", "/revoke"): ("revoke", lambda done: {"revoked": int(done)}),
 }
+# the same calls on the admin manager (bound to no user): the user comes in the body's "args"
+ADMIN: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
+    ("POST", "/admin/everywhere"): ("revoke_all", lambda n: {"revoked": n}),
+    ("POST", "/admin/sessions"): ("list", lambda infos: [i.as_dict() for i in infos]),
+}
 PLAIN_HEADERS = {
     "/plain": {"Cache-Control": "max-age=60"},
     "/cached-login": {"Cache-Control": "public, max-age=3600", "Vary": "Accept-Encoding"},
@@ -226,7 +231,7 @@ def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    from session_mw import SessionMiddleware, session_manager, session_of
+    from session_mw import SessionMiddleware, admin_session_manager, session_manager, session_of
 
     async def dispatch(request: Request) -> Response:
         key = (request.method, request.url.path)
@@ -237,6 +242,9 @@ def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
         if key in MANAGED:
             call, show = MANAGED[key]
             status, result = 200, show(await getattr(session_manager(request), call)(*body.get("args", [])))
+        elif key in ADMIN:
+            call, show = ADMIN[key]
+            status, result = 200, show(await getattr(admin_session_manager(request), call)(*body.get("args", [])))
         else:
             # handlers are sync: run them in a thread so concurrent requests really overlap
             status, result = await anyio.to_thread.run_sync(ROUTES[key], lambda: session_of(request), body)
@@ -251,12 +259,20 @@ def asgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
 
 
 def _wsgi_handler(
-    session: Callable[[], Session], manager: Callable[[], Any], method: str, path: str, body: dict[str, Any]
+    session: Callable[[], Session],
+    manager: Callable[[], Any],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    admin: Callable[[], Any] | None = None,
 ) -> tuple[int, Any]:
     key = (method, path)
     if key in MANAGED:
         call, show = MANAGED[key]
         return 200, show(getattr(manager(), call)(*body.get("args", [])))
+    if key in ADMIN and admin is not None:
+        call, show = ADMIN[key]
+        return 200, show(getattr(admin(), call)(*body.get("args", [])))
     return ROUTES[key](session, body)
 
 
@@ -265,7 +281,7 @@ def wsgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
 
     from werkzeug.wrappers import Request, Response
 
-    from session_mw.wsgi import WSGISessionMiddleware, session_manager, session_of
+    from session_mw.wsgi import WSGISessionMiddleware, admin_session_manager, session_manager, session_of
 
     @Request.application
     def app(request: Request) -> Response:
@@ -278,6 +294,7 @@ def wsgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
             request.method,
             request.path,
             body,
+            lambda: admin_session_manager(request.environ),
         )
         headers = PLAIN_HEADERS.get(request.path)
         if isinstance(result, str):
@@ -290,7 +307,7 @@ def wsgi_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
 def flask_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
     from flask import Flask, Response, jsonify, request
 
-    from session_mw.contrib.flask import FlaskSessions, current_session, session_manager
+    from session_mw.contrib.flask import FlaskSessions, admin_session_manager, current_session, session_manager
 
     app = Flask(__name__)
 
@@ -299,7 +316,9 @@ def flask_app(config: SessionConfig, store: Any, engine: Engine) -> Any:
         if request.path.startswith("/assets/"):
             return "body { }"
         body = request.get_json() if request.method == "POST" and request.is_json and request.data else {}
-        status, result = _wsgi_handler(current_session, session_manager, request.method, request.path, body)
+        status, result = _wsgi_handler(
+            current_session, session_manager, request.method, request.path, body, admin_session_manager
+        )
         headers = PLAIN_HEADERS.get(request.path)
         if isinstance(result, str):
             return Response(result, status, headers=headers)

@@ -629,3 +629,20 @@ def test_secure_off_outside_localhost_is_warned_about_once(build: Build, caplog:
     c.get("/cart")  # shop.test
     c.get("/cart")
     assert caplog.text.count("cookie_secure=False outside localhost (shop.test)") == 1
+
+
+# -- 14. admin controls: an operator's page --------------------------------------------------
+
+
+def test_an_admin_page_lists_and_ends_any_users_sessions(build: Build) -> None:
+    site = build()
+    alice = [login(site.new(), "alice") for _ in range(2)]
+    bob = login(site.new(), "bob")
+    admin = site.new()
+    listed = admin.post("/admin/sessions", json={"args": ["alice"]}, headers=cookie(bob)).json()
+    assert len(listed) == 2 and not any(row["current"] for row in listed)
+    ended = admin.post("/admin/everywhere", json={"args": ["alice"]}, headers=cookie(bob))
+    assert ended.json() == {"revoked": 2}
+    assert [site.new().get("/cart", headers=cookie(t)).json()["user"] for t in alice] == [None, None]
+    assert site.new().get("/cart", headers=cookie(bob)).json()["user"] == "bob"
+    assert [e.user_id for e in site.events if e.kind == "revoked_by_admin"] == ["alice", "alice"]
