@@ -33,6 +33,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from ..stepping import Plan, run, run_async
 from .base import (
     AcquireLock,
     AsyncStore,
@@ -192,6 +193,25 @@ def _dropped(exc: CorruptRecord) -> None:
     security_log.warning("session record dropped: %s", exc)
 
 
+def _sealed(sealer: Sealer, op: Op[Any]) -> Plan[Any]:
+    """One operation through the seal, as a plan both faces run: values sealed on the way in,
+    opened on the way out; a record that does not open is dropped (and reported) as corrupt."""
+    if not isinstance(op, Load):
+        return (yield sealer.sealed_op(op))
+    record = yield op
+    if record is None:
+        return None
+    try:
+        return sealer.open_record(op.key, record)
+    except CorruptRecord as exc:
+        if not op.wait:
+            raise WouldBlock from None  # deleting may wait: the caller retries where it can
+        _dropped(exc)
+        tell(op, "corrupt_record", str(exc))
+        yield Delete(op.key, record.meta.user_id)
+        return None
+
+
 class SealedStore:
     """A ``Store`` whose values are sealed at rest; everything else is the inner store's."""
 
@@ -204,20 +224,7 @@ class SealedStore:
         return f"SealedStore({self.inner!r}, secrets={self.sealer.secrets})"
 
     def execute(self, op: Op[R]) -> R:
-        if not isinstance(op, Load):
-            return self.inner.execute(self.sealer.sealed_op(op))
-        record = self.inner.execute(op)
-        if record is None:
-            return cast(R, None)
-        try:
-            return cast(R, self.sealer.open_record(op.key, record))
-        except CorruptRecord as exc:
-            if not op.wait:
-                raise WouldBlock from None  # deleting may wait: the caller retries where it can
-            _dropped(exc)
-            tell(op, "corrupt_record", str(exc))
-            self.inner.execute(Delete(op.key, record.meta.user_id))
-            return cast(R, None)
+        return cast(R, run(_sealed(self.sealer, op), self.inner.execute))
 
 
 class AsyncSealedStore:
@@ -232,17 +239,4 @@ class AsyncSealedStore:
         return f"AsyncSealedStore({self.inner!r}, secrets={self.sealer.secrets})"
 
     async def execute(self, op: Op[R]) -> R:
-        if not isinstance(op, Load):
-            return await self.inner.execute(self.sealer.sealed_op(op))
-        record = await self.inner.execute(op)
-        if record is None:
-            return cast(R, None)
-        try:
-            return cast(R, self.sealer.open_record(op.key, record))
-        except CorruptRecord as exc:
-            if not op.wait:
-                raise WouldBlock from None
-            _dropped(exc)
-            tell(op, "corrupt_record", str(exc))
-            await self.inner.execute(Delete(op.key, record.meta.user_id))
-            return cast(R, None)
+        return cast(R, await run_async(_sealed(self.sealer, op), self.inner.execute))
