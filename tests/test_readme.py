@@ -219,6 +219,29 @@ def check_recent_auth_flask(directory: Path) -> None:
         assert r.headers["content-type"].startswith("text/plain") and r.headers["cache-control"] == "no-store"
 
 
+def check_admin_sessions(directory: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = load("admin-sessions", directory).app
+    with (
+        TestClient(app, base_url="https://testserver") as root,
+        TestClient(app, base_url="https://testserver") as phone,
+        TestClient(app, base_url="https://testserver") as laptop,
+    ):
+        assert root.post("/login/root").status_code == 200
+        assert phone.post("/login/alice").status_code == 200 and laptop.post("/login/alice").status_code == 200
+        r = phone.get("/admin/users/alice/sessions")
+        assert r.status_code == 403 and r.json() == {"detail": "Operators only."}  # the app's own gate
+        assert phone.post("/admin/users/root/logout").status_code == 403
+        listed = root.get("/admin/users/alice/sessions").json()
+        assert len(listed) == 2 and not any(row["current"] for row in listed)  # alice's, not root's
+        caplog.set_level("INFO", logger="session_mw.security")
+        assert root.post("/admin/users/alice/logout").json() == {"revoked": 2}
+        assert phone.get("/admin/users/alice/sessions").status_code == 403  # logged out: no user now
+        assert root.get("/admin/users/alice/sessions").json() == []
+        assert len(root.get("/admin/users/root/sessions").json()) == 1  # the operator's own is untouched
+    ended = [r for r in caplog.records if getattr(r, "session_mw", {}).get("event") == "revoked_by_admin"]
+    assert len(ended) == 2 and {r.session_mw["user_id"] for r in ended} == {"alice"}  # type: ignore[attr-defined]
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "fastapi": check_fastapi,
     "flask": check_flask,
@@ -228,6 +251,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "store-contract": check_store_contract,
     "recent-auth-fastapi": check_recent_auth_fastapi,
     "recent-auth-flask": check_recent_auth_flask,
+    "admin-sessions": check_admin_sessions,
 }
 
 
