@@ -223,6 +223,8 @@ _SCRIPTS = {
 _BIRTH_GRACE_MS = 300_000
 #: Index members read per round trip: listing a user with many sessions never holds a node long.
 _INDEX_PAGE = 256
+#: How many sessions' last touch a process remembers (a few MB at most).
+_SEEN_MAX = 50_000
 #: "Log out everywhere" repeats while a pass still finds sessions (logins racing it).
 _REVOKE_PASSES = 5
 
@@ -241,6 +243,13 @@ class Commands:
     """One round trip: plain commands, pipelined (not a transaction); errors come back as values."""
 
     commands: Sequence[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One round trip: one plain command, sent as is (no pipeline); an error is raised."""
+
+    args: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +375,9 @@ class RedisPlans:
         self.replica_acks = replica_acks
         self._ack_timeout_ms = _ms(replica_ack_timeout)
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        #: digest -> the last_seen this process saw: a load whose touch that proves not due yet
+        #: is a plain HGETALL (no Lua); touches only move last_seen forward, so it never misleads
+        self._seen: dict[str, float] = {}
 
     @classmethod
     def from_url(
@@ -391,8 +403,10 @@ class RedisPlans:
             replica_ack_timeout=replica_ack_timeout,
         )
 
-    def _send(self, call: Script | Commands | Durable) -> Any:
+    def _send(self, call: Command | Script | Commands | Durable) -> Any:
         """One round trip: its reply, or (asyncio client) the awaitable of its reply."""
+        if isinstance(call, Command):
+            return self.client.execute_command(*call.args)
         if isinstance(call, Script):
             return self._scripts[call.name](keys=call.keys, args=call.args)
         if isinstance(call, Durable):
@@ -451,17 +465,31 @@ class RedisPlans:
         return _ms(lifetime.deadline(meta) - now) + _TTL_MARGIN_MS
 
     def on_load(self, op: base.Load) -> Plan[Record | None]:
+        """One round trip. A session this process saw touched less than a touch interval ago
+        cannot be due: a plain HGETALL reads it. Otherwise the load script reads it and touches
+        it when due, in the same round trip."""
         now = self.clock()
         session = self.session_key(op.key)
-        args = [*self._lifetime_args(op.lifetime, now), repr(op.lifetime.touch_interval)]
-        reply = yield Script("load", (session,), args)
-        if reply == -1:
+        seen = self._seen.get(op.key)
+        if seen is not None and seen + op.lifetime.touch_interval > now:
+            try:
+                fields = yield Command(("HGETALL", session))
+            except redis_errors.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                fields = None
+        else:
+            args = [*self._lifetime_args(op.lifetime, now), repr(op.lifetime.touch_interval)]
+            reply = yield Script("load", (session,), args)
+            fields = None if reply == -1 else dict(zip(reply[::2], reply[1::2], strict=True))
+        if fields is None:
             _dropped(CorruptRecord("a Redis key of the wrong type"))
             base.tell(op, "corrupt_record", "a Redis key of the wrong type")
+            yield from self._cleanup([("DEL", session)])
             return None
-        if not reply:
+        if not fields or b"_x" in fields:  # absent, or a tombstone: a session revoked before it was born
+            self._seen.pop(op.key, None)
             return None
-        fields = dict(zip(reply[::2], reply[1::2], strict=True))
         try:
             version = _record_format(fields.get(b"_v"))
             if version > RECORD_FORMAT and (version != _RETIRED_FORMAT or b"_g" not in fields):
@@ -476,10 +504,17 @@ class RedisPlans:
             yield from self._cleanup([("DEL", session)])
             return None
         if meta.retired_until and now >= meta.retired_until:
-            return None
+            return None  # the old key of a grace rotate, past its grace
         if not op.lifetime.alive(meta, now):  # seen only within the TTL's margin of the expiry
-            base.tell(op, op.lifetime.ended(meta, now) or "expired_idle")
+            if not meta.retired_until:
+                base.tell(op, op.lifetime.ended(meta, now) or "expired_idle")
             return None
+        if meta.retired_until:  # read-only, never touched
+            return Record(data, meta)
+        seen_table = self._seen
+        if len(seen_table) >= _SEEN_MAX:
+            seen_table.clear()  # bounded: forgetting only costs the next read of each its script
+        seen_table[op.key] = meta.last_seen
         return Record(data, meta)
 
     def _index_add(self, user_id: str, digest: str, meta: Meta, lifetime: Lifetime, now: float) -> Plan[None]:

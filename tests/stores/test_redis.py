@@ -47,8 +47,30 @@ def test_load_and_update_are_one_round_trip_each(store: RedisStore, raw: redis.R
     store.execute(Load(digest(1), LIFE))
     store.execute(Update(digest(1), LIFE, {"cart": b"[1]"}))
     stats = raw.info("commandstats")
-    assert stats["cmdstat_evalsha"]["calls"] == 2  # one script call per operation...
-    assert "cmdstat_get" not in stats and "cmdstat_hgetall" in stats  # ...whose commands run inside Redis
+    # a session this process saw touched moments ago cannot be due: its load is a plain HGETALL
+    assert stats["cmdstat_hgetall"]["calls"] == 1 and stats["cmdstat_evalsha"]["calls"] == 1
+    assert "cmdstat_get" not in stats
+
+
+def test_a_load_that_may_be_due_a_touch_is_one_script_call(
+    store: RedisStore, raw: redis.Redis, clock: FakeClock, redis_url: str, key_prefix: str
+) -> None:
+    store.execute(Create(digest(1), meta(clock(), "alice"), {"cart": b"[]"}, LIFE))
+    other = RedisStore.from_url(redis_url, key_prefix, clock=clock)  # another worker: it saw nothing
+    other.execute(Load(digest(1), LIFE))  # loads the script
+    clock.advance(LIFE.touch_interval + 1)
+    raw.config_resetstat()
+    for reader in (store, other):
+        record = reader.execute(Load(digest(1), LIFE))
+        assert record is not None
+    stats = raw.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 2 and "cmdstat_hgetall" in stats  # inside the scripts only
+    assert stats["cmdstat_hset"]["calls"] == 1  # the first touched it; the second found it fresh
+    raw.config_resetstat()
+    assert other.execute(Load(digest(1), LIFE)) is not None  # now it knows: a plain read
+    stats = raw.info("commandstats")
+    assert "cmdstat_evalsha" not in stats and stats["cmdstat_hgetall"]["calls"] == 1
+    other.execute(Close())
 
 
 def test_a_read_inside_the_touch_interval_writes_nothing(store: RedisStore, raw: redis.Redis, clock: FakeClock) -> None:
