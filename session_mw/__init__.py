@@ -1,6 +1,6 @@
 """session_mw: server-side sessions for ASGI and WSGI apps, secure by default."""
 
-from .asgi import SessionMiddleware, admin_session_manager, session_manager, session_of
+from .asgi import SessionMiddleware, admin_session_manager, load_session, session_manager, session_of
 from .config import SessionConfig
 from .drivers import AsyncSessionManager, SessionManager
 from .engine import Engine
@@ -36,6 +36,7 @@ __all__ = [
     "ValueNotDecodable",
     "ValueNotStorable",
     "admin_session_manager",
+    "load_session",
     "session_manager",
     "session_of",
 ]

@@ -16,7 +16,7 @@ from .config import SessionConfig
 from .csrf import MAX_FORM_BODY, form_field, is_form
 from .drivers import STATE_KEY, AsyncDriver, AsyncSessionManager, request_manager
 from .engine import SAFE_METHODS, Answer, Engine, Exchange
-from .errors import ConfigError, SessionError
+from .errors import ConfigError, SessionError, SessionNotLoaded
 from .events import Listener
 from .session import Session
 from .stores import open_async_store
@@ -64,6 +64,7 @@ class SessionMiddleware:
         forwarded = engine_config.client_ip_header
         self._forwarded = forwarded.lower().encode("latin-1") if forwarded else None
         self._csrf = engine_config.csrf_protect
+        self._lazy = engine_config.lazy_load
         self._csrf_header = engine_config.csrf_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,13 +113,18 @@ class SessionMiddleware:
         )
         driver = self.driver
         checked: dict[bytes, str] | None = None
+        if self._csrf and kind == "websocket" and _foreign_websocket(scope, exchange):
+            await send({"type": "websocket.close", "code": 1008, "reason": "cross-site websocket refused"})
+            return
         if self._csrf and kind == "http" and scope["method"] not in SAFE_METHODS:
             checked = _csrf_headers(scope, self._csrf_header)
             origin, fetch_site = checked.get(b"origin"), checked.get(b"sec-fetch-site")
             if exchange.csrf_refuses_origin(scope["method"], origin, fetch_site, checked.get(b"host"), scope["scheme"]):
                 await _send_answer(scope, send, self.engine.csrf_refused)  # before any store read
                 return
-        if exchange.needs_load:
+        if exchange.needs_load and self._lazy and checked is None:
+            exchange.session.defer(_not_loaded)  # ``load_session`` loads it; the session alone refuses
+        elif exchange.needs_load:
             try:
                 answer = await driver.run(exchange.opening())
             except BaseException:  # cancelled (a client gone, a server timeout) with the lock held
@@ -208,6 +214,17 @@ def _csrf_headers(scope: Scope, wanted: bytes) -> dict[bytes, str]:
     return headers
 
 
+def _foreign_websocket(scope: Scope, exchange: Exchange) -> bool:
+    """A websocket handshake from another site (cross-site websocket hijacking rides on the
+    cookie as a form post does): refused, with an event, before any store read."""
+    headers = _csrf_headers(scope, b"")
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    if not exchange.engine.cross_site(headers.get(b"origin"), None, headers.get(b"host"), scheme):
+        return False
+    exchange.engine.events.emit("csrf_refused", client=exchange.client, detail="a cross-site websocket")
+    return True
+
+
 async def _csrf_token_check(
     scope: Scope, receive: Receive, exchange: Exchange, headers: dict[bytes, str], wanted: bytes
 ) -> tuple[Answer | None, Receive]:
@@ -258,6 +275,36 @@ async def _send_answer(scope: Scope, send: Send, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
+def _not_loaded(session: Session) -> None:
+    session.defer(_not_loaded)  # stays refused until loaded
+    raise SessionNotLoaded(
+        "lazy_load is on: await session_mw.load_session(request) before using request.session "
+        "(or take the session from the FastAPI dependency session_mw.contrib.fastapi.LoadedSession)"
+    )
+
+
+async def load_session(request: Any) -> Session:
+    """The request's session, loaded (one store round trip the first time; nothing after).
+
+    Needed with ``lazy_load``; harmless without it (the session is loaded already). A store that
+    is down or a session lock held too long raise the ``SessionError`` the middleware answers
+    (503), as an eager load's failure would.
+    """
+    scope = request.scope if hasattr(request, "scope") else request
+    try:
+        driver, exchange = scope[STATE_KEY]
+    except KeyError:
+        raise RuntimeError("session_mw.asgi.SessionMiddleware must be installed to load the session") from None
+    session: Session = exchange.session
+    if session.pending and session.undefer() is not None:
+        answer = await driver.run(exchange.opening())
+        if answer is not None:
+            failure = exchange.failure
+            assert failure is not None
+            raise failure
+    return session
+
+
 def session_of(request: Any) -> Session:
     """``request.session`` typed as our ``Session`` (Starlette types it as a plain dict)."""
     scope = request.scope if hasattr(request, "scope") else request
@@ -282,4 +329,11 @@ def admin_session_manager(request: Any) -> AsyncSessionManager:
     return request_manager(AsyncSessionManager, scope, missing, admin=True)
 
 
-__all__ = ["Session", "SessionMiddleware", "admin_session_manager", "session_manager", "session_of"]
+__all__ = [
+    "Session",
+    "SessionMiddleware",
+    "admin_session_manager",
+    "load_session",
+    "session_manager",
+    "session_of",
+]

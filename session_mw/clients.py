@@ -17,7 +17,10 @@ MAX_HEADER = 2048
 def client_address(peer: str, header: str | None = None, trusted_proxies: int = 1) -> str:
     """The client's address as text: from ``header`` when given and well-formed, else ``peer``."""
     if header:
-        entries = [entry.strip() for entry in header[:MAX_HEADER].split(",")]
+        # the right-hand end is the proxies': a cut keeps it, and drops the entry it splits
+        entries = [entry.strip() for entry in header[-MAX_HEADER:].split(",")]
+        if len(header) > MAX_HEADER:
+            del entries[0]
         if len(entries) >= trusted_proxies:
             candidate = _address(entries[-trusted_proxies])
             if candidate is not None:

@@ -127,6 +127,10 @@ class SessionConfig:
     token_response_header: str = "Session-Token"  # noqa: S105 - a header name, not a secret
     #: Read and set the session cookie (off: the header transport only, for APIs).
     cookie_transport: bool = True
+    #: ASGI: load the session only when the app awaits ``load_session(request)`` (a handler that
+    #: never does costs no store round trip); ``request.session`` before that raises
+    #: ``SessionNotLoaded``. The WSGI door always loads on first use.
+    lazy_load: bool = False
 
     def __post_init__(self) -> None:
         given = {name: getattr(self, name) for name in _COERCERS}
@@ -516,6 +520,7 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "token_header": _optional_text,
     "token_response_header": _text,
     "cookie_transport": _flag,
+    "lazy_load": _flag,
 }
 
 #: Every default, for code that compares a setting with it (the migration shims).

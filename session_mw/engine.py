@@ -215,7 +215,11 @@ class Engine:
 
     def header_token(self, value: str) -> str | None:
         """The token in a ``token_header`` value; None for anything else (never an error: an
-        ``Authorization`` header of another scheme belongs to other code)."""
+        ``Authorization`` header of another scheme belongs to other code). A line break anywhere
+        (which no real server passes on) makes it no token."""
+        if "\r" in value or "\n" in value:
+            security_log.info("a session token header with a line break was ignored")
+            return None
         value = value.strip()
         if self.token_header == "authorization":  # noqa: S105 - a header name
             scheme, _, value = value.partition(" ")
@@ -610,8 +614,13 @@ class Exchange:
             self._emit("stale_write_refused", self.key, self._user(), "a write through a rotated token")
             return engine.conflict
         if self._contended and any(not isinstance(op, Delete) for op in decision.ops):
-            self.failure = SessionBusy("the session stayed locked by another request")
-            return engine.busy
+            if not self.session.invalidated:
+                self.failure = SessionBusy("the session stayed locked by another request")
+                return engine.busy
+            # a logout that also wrote (a flash message): the logout goes through, the rest is dropped
+            deletes = tuple(op for op in decision.ops if isinstance(op, Delete))
+            notes = self._ended_notes(self.meta) if self.meta is not None else []
+            decision = _Decision(deletes, None, expire=self.presented, notes=notes)
         applied = True
         try:
             if self.session.logged_in and engine.config.max_sessions_per_user:

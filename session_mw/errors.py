@@ -42,3 +42,10 @@ class ValueNotDecodable(SessionError, ValueError):
 
 class SessionTooLarge(SessionError, ValueError):
     """The session's encoded data is larger than ``max_session_bytes``; nothing was written."""
+
+
+class SessionNotLoaded(RuntimeError):
+    """With ``lazy_load``, the app used ``request.session`` before ``await load_session(request)``.
+
+    A programming error, not a session failure (so not a ``SessionError``): the message names the fix.
+    """

@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .clients import address_prefix
+
 security_log = logging.getLogger("session_mw.security")
 
 #: Every kind of event, and the level it is logged at.
@@ -147,9 +149,11 @@ class SecurityEvents:
         return event
 
     def unknown_token(self, client: str) -> None:
-        """An unknown, expired or revoked token was presented: counted per client address."""
+        """An unknown, expired or revoked token was presented: counted per client address (per
+        /64 for IPv6, which a client may spread its guesses over)."""
         self.emit("unknown_token", client=client)
-        seen = self.guesses.count(client or "?", self.clock())
+        counted = address_prefix(client, 32, 64) if ":" in client else client
+        seen = self.guesses.count(counted or "?", self.clock())
         if seen == self.guesses.threshold:
             self.emit(
                 "token_guessing",

@@ -98,6 +98,11 @@ class Session(dict[str, Any]):
         """Load lazily: ``loader`` fills this session the first time the app uses it."""
         self._loader = loader
 
+    def undefer(self) -> Callable[[Session], None] | None:
+        """Take the deferred loader back (the door loads the session itself); the loader, if any."""
+        loader, self._loader = self._loader, None
+        return loader
+
     @property
     def pending(self) -> bool:
         """True while a deferred session has not been used (and so not loaded)."""

@@ -22,7 +22,7 @@ try:
 except ImportError as exc:
     raise ImportError("session_mw.contrib.fastapi needs FastAPI: pip install 'session_mw[fastapi]'") from exc
 
-from ..asgi import session_manager, session_of
+from ..asgi import load_session, session_manager, session_of
 from ..drivers import AsyncSessionManager
 from ..engine import NOT_LOGGED_IN, REAUTH_NEEDED
 from ..session import Session
@@ -54,7 +54,21 @@ def recent_auth(max_age: float) -> Callable[[Request], Session]:
     return dependency
 
 
+async def get_loaded_session(request: Request) -> Session:
+    """The session, loaded first (with ``lazy_load``, the one way a handler gets it)."""
+    return await load_session(request)
+
+
 CurrentSession = Annotated[Session, Depends(get_session)]
+LoadedSession = Annotated[Session, Depends(get_loaded_session)]
 SessionControl = Annotated[AsyncSessionManager, Depends(get_session_manager)]
 
-__all__ = ["CurrentSession", "SessionControl", "get_session", "get_session_manager", "recent_auth"]
+__all__ = [
+    "CurrentSession",
+    "LoadedSession",
+    "SessionControl",
+    "get_loaded_session",
+    "get_session",
+    "get_session_manager",
+    "recent_auth",
+]

@@ -173,6 +173,13 @@ def _sensitive(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, A
     return 200, "done"
 
 
+def _logout_flash(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
+    s = get()
+    s.clear()
+    s["flash"] = "signed out"  # the usual logout: a message for the next page, in a new session
+    return 200, "bye"
+
+
 def _form(get: Callable[[], Session], body: dict[str, Any]) -> tuple[int, Any]:
     s = get()
     s["note"] = "from a form"  # the form's fields are not this handler's business: only that it ran
@@ -185,6 +192,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/auth-info"): _auth_info,
     ("POST", "/sensitive"): _sensitive,
     ("POST", "/form"): _form,
+    ("POST", "/logout-flash"): _logout_flash,
     ("GET", "/cart"): _cart,
     ("POST", "/cart"): _add,
     ("POST", "/login"): _login,

@@ -7,8 +7,11 @@ listens to the security events it emits.
 from __future__ import annotations
 
 import io
+import json
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -453,7 +456,7 @@ def test_csrf_a_repeated_origin_is_refused_and_a_header_token_is_no_ambient_cred
     site = build(csrf_protect=True, token_header="X-Session")
     c = site.new()
     token = login(c, origin=ORIGIN)
-    status, _ = _raw_request(site, door, "POST", [("origin", ORIGIN), ("origin", "https://evil.test")])
+    status, _, _ = _raw_request(site, door, "POST", [("origin", ORIGIN), ("origin", "https://evil.test")])
     assert status == 403  # a second Origin cannot hide behind the first, on either door
     api = c.post("/cart", json={"item": "x"}, headers={"x-session": token, "origin": "https://app.other"})
     assert api.status_code == 200  # a CORS API client sends its token itself: no CSRF to fear
@@ -534,17 +537,19 @@ def test_header_transport_refuses_injected_line_breaks(door: str, build: Build) 
     site = build(token_header="X-Session")
     token = login(site.new())
     for evil in (f"{token}\r\nSet-Cookie: evil=1", f"{token}\n", f"\r\n{token}"):
-        status, headers = _raw_get(site, door, "x-session", evil)
-        assert status == 200
+        status, headers, body = _raw_get(site, door, "x-session", evil)
+        assert status == 200 and json.loads(body)["user"] is None  # no token: never alice's session
         assert all("evil" not in v for _, v in headers)
         assert not any(k.lower() == "session-token" for k, _ in headers)
 
 
-def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tuple[str, str]]]:
+def _raw_get(site: Site, door: str, name: str, value: str) -> tuple[int, list[tuple[str, str]], bytes]:
     return _raw_request(site, door, "GET", [(name, value)])
 
 
-def _raw_request(site: Site, door: str, method: str, extra: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
+def _raw_request(
+    site: Site, door: str, method: str, extra: list[tuple[str, str]]
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """A request to /cart straight through the door's interface, with headers no HTTP client would send."""
     app = site.clients.app
     if door == "asgi":
@@ -575,7 +580,8 @@ def _raw_request(site: Site, door: str, method: str, extra: list[tuple[str, str]
         assert first.portal is not None
         first.portal.call(app, scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
-        return start["status"], [(k.decode(), v.decode("latin-1")) for k, v in start["headers"]]
+        content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], [(k.decode(), v.decode("latin-1")) for k, v in start["headers"]], content
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": "/cart",
@@ -604,10 +610,10 @@ def _raw_request(site: Site, door: str, method: str, extra: list[tuple[str, str]
         return lambda data: None
 
     body = app(environ, start_response)
-    b"".join(body)
+    content = b"".join(body)
     getattr(body, "close", lambda: None)()
     status, headers = seen[0]
-    return int(status), list(headers)
+    return int(status), list(headers), content
 
 
 # -- 7. cookie names and prefixes -------------------------------------------------------------
@@ -646,3 +652,46 @@ def test_an_admin_page_lists_and_ends_any_users_sessions(build: Build) -> None:
     assert [site.new().get("/cart", headers=cookie(t)).json()["user"] for t in alice] == [None, None]
     assert site.new().get("/cart", headers=cookie(bob)).json()["user"] == "bob"
     assert [e.user_id for e in site.events if e.kind == "revoked_by_admin"] == ["alice", "alice"]
+
+
+# -- review findings: the edges -----------------------------------------------------------------
+
+
+def test_an_oversized_forwarded_header_cannot_push_the_proxys_entry_out(build: Build) -> None:
+    site = build(bind_client_ip=True, client_ip_header="X-Forwarded-For")
+    c = site.new()
+    token = login(c, **{"x-forwarded-for": "203.0.113.7"})
+    padding = ", ".join(["10.0.0.1"] * 300)  # far past the header cap, ending in the victim's address
+    spoofed = {"x-forwarded-for": f"{padding}, 203.0.113.9, 198.51.100.7"}  # our proxy appended the last
+    assert c.get("/cart", headers={**cookie(token), **spoofed}).json()["user"] is None
+    assert "binding_mismatch" in site.kinds()
+
+
+def test_guesses_spread_over_an_ipv6_prefix_are_counted_together(build: Build) -> None:
+    site = build(guess_threshold=5, client_ip_header="X-Forwarded-For")
+    c = site.new()
+    for host in range(6):
+        c.get("/cart", headers={**cookie(new_token(32)), "x-forwarded-for": f"2001:db8:1:2::{host + 1:x}"})
+    assert site.kinds().count("token_guessing") == 1
+
+
+def test_a_held_lock_never_blocks_a_logout_that_also_writes(build: Build, store_url: str) -> None:
+    site = build(locking=True, lock_timeout=0.2)
+    first, second = site.new(), site.new()
+    token = login(first)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        assert go_on.wait(10)
+
+    HOOKS["race"] = hold
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(first.post, "/race", json={"item": "x"}, headers=cookie(token))
+        assert inside.wait(10)
+        out = second.post("/logout-flash", headers=cookie(token))
+        go_on.set()
+        assert out.status_code == 200 and expired(out)  # the logout went through; its flash is dropped
+        slow.result()
+    assert second.get("/cart", headers=cookie(token)).json()["user"] is None
+    assert live_keys(site.view, "alice") == []
