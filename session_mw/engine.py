@@ -469,6 +469,10 @@ class Exchange:
             return None
         meta = record.meta
         assert self.key is not None
+        # a token rotated moments ago reads its old session only while the new one lives: a logout
+        # or revoke through the new token ends the old one too (one more read, only in this case)
+        if meta.retired_until and meta.successor and (yield Load(meta.successor, engine.lifetime)) is None:
+            return None
         bound = engine.binds and meta.binding
         if bound and not same_secret(meta.binding, engine.binding(self.user_agent, self.client)):
             yield Delete(self.key, meta.user_id)

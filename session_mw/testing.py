@@ -315,10 +315,10 @@ class StoreContract:
         clock.advance(10)
         record = load(store, 1)
         assert record is not None and dict(record.data) == {"cart": b"[1]"}
-        assert record.meta == replace(old, retired_until=rotated_at + GRACE)  # a touch was due: none happened
+        assert record.meta == replace(old, retired_until=rotated_at + GRACE, successor=digest(2))  # a touch was due: none happened
         clock.advance(GRACE - 10.5)
         record = load(store, 1)
-        assert record is not None and record.meta == replace(old, retired_until=rotated_at + GRACE)
+        assert record is not None and record.meta == replace(old, retired_until=rotated_at + GRACE, successor=digest(2))
         record = load(store, 2)
         assert record is not None and dict(record.data) == {"cart": b"[1]", "x": b"2"} and record.meta == new
 
@@ -346,7 +346,7 @@ class StoreContract:
         assert store.execute(Rotate(digest(1), digest(4), meta(clock(), "alice"), {}, LIFE, "alice", GRACE)) is False
         record = load(store, 1)
         assert record is not None and dict(record.data) == {"cart": b"[1]"}
-        assert record.meta == replace(old, retired_until=rotated_at + GRACE)
+        assert record.meta == replace(old, retired_until=rotated_at + GRACE, successor=digest(2))
         assert load(store, 3) is None and load(store, 4) is None
         assert store.execute(SessionsOf("alice", LIFE)) == [(digest(2), new)]
 
@@ -396,14 +396,14 @@ class StoreContract:
     def test_retirement_is_the_stores_a_new_session_is_never_retired(self, store: Store, clock: FakeClock) -> None:
         """``retired_until`` is set by the store on the old key of a grace rotate only: a Create or
         the new key of a Rotate that carries one is a current session."""
-        m = meta(clock(), "alice", retired_until=clock() + 100)
+        m = meta(clock(), "alice", retired_until=clock() + 100, successor=digest(9))
         store.execute(Create(digest(1), m, {"a": b"1"}, LIFE))
         record = load(store, 1)
-        assert record is not None and record.meta == replace(m, retired_until=0.0)
+        assert record is not None and record.meta == replace(m, retired_until=0.0, successor="")
         assert store.execute(Update(digest(1), LIFE, {"a": b"2"}))
         assert store.execute(Rotate(digest(1), digest(2), m, {"a": b"2"}, LIFE, "alice", GRACE))
         record = load(store, 2)
-        assert record is not None and record.meta == replace(m, retired_until=0.0)
+        assert record is not None and record.meta == replace(m, retired_until=0.0, successor="")
         assert listed(store, "alice") == [digest(2)]
 
     # -- delete and the index -----------------------------------------------------------------

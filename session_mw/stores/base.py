@@ -17,7 +17,8 @@ Preconditions (the conformance suite in ``session_mw.testing`` checks each one):
 - ``Rotate``: only if ``op.old_key`` is live and not retired: the old key dies and the new key
   is created with the full data, in one atomic step; returns whether it applied. With
   ``grace > 0`` the old key is retired instead of dying: for ``grace`` seconds a ``Load`` of it
-  returns the record as it was, with ``meta.retired_until`` set, never touched; ``Update`` and
+  returns the record as it was, with ``meta.retired_until`` and ``meta.successor`` (the new
+  key) set, never touched; ``Update`` and
   ``Rotate`` of it are refused; ``Delete`` and ``RevokeAll`` end it; ``SessionsOf`` never lists it.
 - ``Delete``: idempotent.
 - ``SessionsOf``: the user's live sessions; stale or undecodable index
@@ -68,6 +69,9 @@ class Meta:
     #: Set by the store on the old record of a rotate with a grace window: until then the old
     #: token still reads the session as it was (read-only); 0: a current record.
     retired_until: float = 0.0
+    #: Set with ``retired_until``: the store key the session moved to. A retired record whose
+    #: successor has ended (a logout, a revoke) is as dead as its successor.
+    successor: str = field(default="", repr=False)
 
 
 def checked_meta(
@@ -82,6 +86,7 @@ def checked_meta(
     issued_at: object = None,
     binding: object = None,
     retired_until: object = None,
+    successor: object = None,
 ) -> Meta:
     """A ``Meta`` from a store's raw fields, or ``CorruptRecord``: every store decodes through here."""
     times = []
@@ -110,6 +115,7 @@ def checked_meta(
         times[4],
         _text_or_none(binding) or "",
         times[5],
+        _text_or_none(successor) or "",
     )
 
 

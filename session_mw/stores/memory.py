@@ -129,7 +129,14 @@ class MemoryStore(base.Dispatching):
         if op.grace > 0:
             until = now + op.grace
             old_data, old_meta = old
-            self._put(op.old_key, old_data, dataclasses.replace(old_meta, retired_until=until), op.lifetime, now, until)
+            self._put(
+                op.old_key,
+                old_data,
+                dataclasses.replace(old_meta, retired_until=until, successor=op.key),
+                op.lifetime,
+                now,
+                until,
+            )
         else:
             self._drop(op.old_key)
         self._drop(op.key)
@@ -189,4 +196,4 @@ class MemoryStore(base.Dispatching):
 
 def _current(meta: Meta) -> Meta:
     """Retirement is the store's to set (on the old key of a grace rotate), never a new session's."""
-    return dataclasses.replace(meta, retired_until=0.0) if meta.retired_until else meta
+    return dataclasses.replace(meta, retired_until=0.0, successor="") if meta.retired_until or meta.successor else meta

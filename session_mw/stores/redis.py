@@ -40,7 +40,7 @@ _Store = TypeVar("_Store", bound="RedisPlans")
 #: (its Cluster client's own exception type is not one of them) and the socket's.
 BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 #: The metadata fields, in ``checked_meta``'s order (a listing reads them, then ``_v``).
-_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i", b"_t", b"_n", b"_b", b"_g")
+_META = (b"_c", b"_s", b"_d", b"_u", b"_a", b"_r", b"_i", b"_t", b"_n", b"_b", b"_g", b"_f")
 _RETIRED_AT = _META.index(b"_g")
 _DATA = b"k:"
 #: The record format of a retired hash (the old key of a grace rotate), as in the SQLite store:
@@ -142,7 +142,7 @@ return 1
 )
 
 # KEYS: the old session of a rotate. ARGV: margin ms, now, idle, absolute, then for a grace
-# window: retired_until, the retired record format, grace s. 1: it was live and current, and is
+# window: retired_until, the retired record format, grace s, the successor's digest. 1: it was live and current, and is
 # now gone, or retired: marked (_g, and a _v older readers refuse) and kept for the grace only.
 _TAKE = (
     _COMMON
@@ -152,7 +152,7 @@ if ARGV[5] == nil then
   redis.call('DEL', KEYS[1])
   return 1
 end
-redis.call('HSET', KEYS[1], '_g', ARGV[5], '_v', ARGV[6])
+redis.call('HSET', KEYS[1], '_g', ARGV[5], '_v', ARGV[6], '_f', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ms(tonumber(ARGV[7])))
 return 1
 """
@@ -553,7 +553,7 @@ class RedisPlans:
             yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
         take = self._lifetime_args(op.lifetime, now)
         if op.grace > 0:
-            take += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace))
+            take += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace), op.key)
         taken = yield Script("take", (self.session_key(op.old_key),), take)
         if not int(taken):
             if op.meta.user_id is not None:

@@ -99,6 +99,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE sessions ADD COLUMN issued_at REAL NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN binding TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE sessions ADD COLUMN retired_until REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN successor TEXT NOT NULL DEFAULT ''",
     ),
 }
 _TABLES = {
@@ -117,24 +118,27 @@ _TABLES = {
 }
 
 # The metadata columns in ``checked_meta``'s order, then the record format: what ``_meta`` reads.
-_META_COLUMNS = 12
+_META_COLUMNS = 13
 _LOAD = (
     "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, s.public_id, "
-    "s.authenticated_at, s.issued_at, s.binding, s.retired_until, s.format, v.name, v.value "
+    "s.authenticated_at, s.issued_at, s.binding, s.retired_until, s.successor, s.format, v.name, v.value "
     "FROM sessions s LEFT JOIN session_values v ON v.digest = s.digest WHERE s.digest = ? AND s.expires_at > ?"
 )
 _ENDED_META = (
     "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
-    "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ?"
+    "authenticated_at, issued_at, binding, retired_until, successor, format FROM sessions WHERE digest = ?"
 )
 _LIVE_META = (
     "SELECT created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
-    "authenticated_at, issued_at, binding, retired_until, format FROM sessions WHERE digest = ? AND expires_at > ?"
+    "authenticated_at, issued_at, binding, retired_until, successor, format "
+    "FROM sessions WHERE digest = ? AND expires_at > ?"
 )
 # only if nobody touched it since we read it: two touches racing leave one, never a stale last_seen
 # and never a retired row (retired between the read and this touch)
 _TOUCH = "UPDATE sessions SET last_seen = ?, expires_at = ? WHERE digest = ? AND last_seen = ? AND retired_until = 0"
-_RETIRE = "UPDATE sessions SET retired_until = ?, format = ?, expires_at = MIN(expires_at, ?) WHERE digest = ?"
+_RETIRE = (
+    "UPDATE sessions SET retired_until = ?, successor = ?, format = ?, expires_at = MIN(expires_at, ?) WHERE digest = ?"
+)
 _DELETE_VALUE = "DELETE FROM session_values WHERE digest = ? AND name = ?"
 _UPSERT_VALUE = (
     "INSERT INTO session_values (digest, name, value) VALUES (?, ?, ?) "
@@ -148,12 +152,12 @@ _INSERT_SESSION = (
 _DELETE_SESSION = "DELETE FROM sessions WHERE digest = ?"  # values go with it (ON DELETE CASCADE)
 _USER_SESSIONS = (
     "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
-    "authenticated_at, issued_at, binding, retired_until, format "
+    "authenticated_at, issued_at, binding, retired_until, successor, format "
     "FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at, digest"
 )
 _ITER_SESSIONS = (
     "SELECT digest, created_at, last_seen, absolute_deadline, user_id, user_agent, remember, public_id, "
-    "authenticated_at, issued_at, binding, retired_until, format "
+    "authenticated_at, issued_at, binding, retired_until, successor, format "
     "FROM sessions WHERE digest > ? AND expires_at > ? ORDER BY digest LIMIT ?"
 )
 _LOCK = (
@@ -592,7 +596,7 @@ class SQLiteStore(base.Dispatching):
                 return False  # dead, or retired by another rotate
             if op.grace > 0:
                 until = now + op.grace
-                conn.execute(_RETIRE, (until, _RETIRED_FORMAT, until, op.old_key))
+                conn.execute(_RETIRE, (until, op.key, _RETIRED_FORMAT, until, op.old_key))
             else:
                 conn.execute(_DELETE_SESSION, (op.old_key,))
             self._insert(conn, op.key, op.meta, op.data, op.lifetime)

@@ -245,6 +245,26 @@ def test_during_the_grace_window_the_old_token_reads_the_old_session_and_cannot_
     assert c.get("/cart", headers=cookie(new)).json()["user"] == "alice"
 
 
+def test_a_logout_or_revoke_through_the_new_token_ends_the_old_one_at_once(build: Build, clock: FakeClock) -> None:
+    site = build(rotation_grace=30)
+    c = site.new()
+    first = login(c)
+    old = token_of(c.post("/elevate", headers=cookie(first)))  # a regenerate: same user, same data
+    assert old
+    assert c.get("/cart", headers=cookie(first)).json()["user"] == "alice"  # in the grace: read-only
+    c.post("/logout", headers=cookie(old))
+    replay = c.get("/cart", headers=cookie(first))
+    assert replay.json() == {"cart": [], "user": None}  # dead with its successor: no replay after logout
+    second = login(c)
+    newer = token_of(c.post("/elevate", headers=cookie(second)))
+    assert newer
+    other = site.new()
+    mine = login(other)
+    [row] = [r for r in other.get("/sessions", headers=cookie(mine)).json() if not r["current"]]
+    assert other.post("/revoke", json={"args": [row["id"]]}, headers=cookie(mine)).json() == {"revoked": 1}
+    assert c.get("/cart", headers=cookie(second)).json()["user"] is None  # the revoked one's old token too
+
+
 def test_a_slow_request_that_loaded_before_a_rotate_is_told_its_write_was_not_saved(build: Build, door: str) -> None:
     site = build(rotation_grace=5)
     first, second = site.new(), site.new()

@@ -354,14 +354,14 @@ def test_a_retired_hash_is_marked_kept_for_the_grace_only_and_still_indexed(
     store: RedisStore, raw: redis.Redis, key_prefix: str, clock: FakeClock
 ) -> None:
     """The take step of a grace rotate keeps the old hash as it was, plus ``_g`` (the end of the
-    grace) and ``_v`` 3 (a format the readers of format 2 refuse: to them the key is empty), with
+    grace), ``_f`` (the successor) and ``_v`` 3 (a format format-2 readers refuse: to them it is empty), with
     a TTL of the grace plus the margin; its user's index still names it, for "log out everywhere"."""
     now = clock()
     store.execute(Create(digest(1), meta(now, "alice"), {"a": b"1"}, LIFE))
     old = cast("dict[bytes, bytes]", raw.hgetall(f"{key_prefix}s:{digest(1)}"))
     assert store.execute(Rotate(digest(1), digest(2), meta(now, "alice"), {"a": b"1"}, LIFE, "alice", grace=5.0))
     retired = cast("dict[bytes, bytes]", raw.hgetall(f"{key_prefix}s:{digest(1)}"))
-    assert retired == old | {b"_g": repr(now + 5.0).encode(), b"_v": b"3"}
+    assert retired == old | {b"_g": repr(now + 5.0).encode(), b"_v": b"3", b"_f": digest(2).encode()}
     assert 5000 < raw.pttl(f"{key_prefix}s:{digest(1)}") <= 6000
     assert raw.zscore(f"{key_prefix}u:alice", digest(1)) is not None
     assert raw.hget(f"{key_prefix}s:{digest(2)}", "_v") == b"2" and not raw.hexists(f"{key_prefix}s:{digest(2)}", "_g")
