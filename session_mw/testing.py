@@ -315,7 +315,8 @@ class StoreContract:
         clock.advance(10)
         record = load(store, 1)
         assert record is not None and dict(record.data) == {"cart": b"[1]"}
-        assert record.meta == replace(old, retired_until=rotated_at + GRACE, successor=digest(2))  # a touch was due: none happened
+        # a touch was due: none happened
+        assert record.meta == replace(old, retired_until=rotated_at + GRACE, successor=digest(2))
         clock.advance(GRACE - 10.5)
         record = load(store, 1)
         assert record is not None and record.meta == replace(old, retired_until=rotated_at + GRACE, successor=digest(2))
