@@ -23,7 +23,7 @@ from session_mw.stores.threaded import AsyncFromSync
 from session_mw.testing import FakeClock
 from session_mw.tokens import Digester
 from tests.doors.apps import DOORS
-from tests.doors.harness import ABSOLUTE, IDLE, Clients, Counting, cookie, expired, live_keys, token_of
+from tests.doors.harness import Clients, Counting, cookie, expired, live_keys, token_of
 
 SECRET = "the door suite's encryption secret"
 
@@ -38,15 +38,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def config(store_url: str, key_prefix: str) -> SessionConfig:
-    return SessionConfig(
-        store_url=store_url,
-        key_prefix=key_prefix,
-        idle_timeout=IDLE,
-        absolute_timeout=ABSOLUTE,
-        touch_interval=100,
-        encryption_keys=(SECRET,),
-    )
+def config(config: SessionConfig) -> SessionConfig:
+    """The door suite's settings, sealed at rest."""
+    return config.replace(encryption_keys=(SECRET,))
 
 
 @pytest.fixture
