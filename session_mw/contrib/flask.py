@@ -36,7 +36,7 @@ from ..engine import NOT_LOGGED_IN, REAUTH_NEEDED, Answer, Engine, Exchange
 from ..errors import SessionBusy, SessionError, StoreUnavailable
 from ..events import Listener
 from ..session import Session
-from ..stores import open_store
+from ..stores import open_store, sealed_as_configured
 from ..stores.base import Store
 from ..wsgi import SESSION_KEY, STATE_KEY, WSGISessionMiddleware
 from ..wsgi import admin_session_manager as _environ_admin_manager
@@ -283,12 +283,7 @@ def _flask_session_store(app_config: Mapping[str, Any], config: SessionConfig) -
     if app_config.get("SESSION_TYPE") == "redis" and client is not None and not explicit:
         from ..stores.redis import RedisStore
 
-        store: Store = RedisStore(client, config.key_prefix)
-        if config.encryption_keys:
-            from ..stores.sealed import SealedStore
-
-            store = SealedStore(store, config.encryption_keys)
-        return store
+        return sealed_as_configured(RedisStore(client, config.key_prefix), config)
     return open_store(config)
 
 

@@ -34,7 +34,12 @@ def open_store(config: SessionConfig, *, clock: Callable[[], float] = time.time)
     ``clock`` is the store's time (tests inject the engine's fake clock). With
     ``config.encryption_keys`` its values are sealed at rest (``sealed.SealedStore``).
     """
-    store = _open_plain_store(config, clock)
+    return sealed_as_configured(_open_plain_store(config, clock), config)
+
+
+def sealed_as_configured(store: Store, config: SessionConfig) -> Store:
+    """``store`` with its values sealed at rest when ``config.encryption_keys`` asks for it (for a
+    store built elsewhere too: Flask-Session's ``SESSION_REDIS`` client)."""
     if not config.encryption_keys:
         return store
     from .sealed import SealedStore
