@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .clients import address_prefix, binding_digest, client_address
@@ -439,9 +439,13 @@ class Exchange:
                 return None
             found, self._token, self.key = record, token, key
         if found is None:
-            engine.events.unknown_token(self.client)
-            self.events.append("unknown_token")
+            self._unknown()
         return found
+
+    def _unknown(self) -> None:
+        """A token never ours, or revoked (an expired one the store reports as such): counted per client."""
+        self.engine.events.unknown_token(self.client)
+        self.events.append("unknown_token")
 
     def _store_found(self, kind: str, detail: str) -> None:
         """What the store found instead of a live session (expired, corrupt): an event of its own."""
@@ -464,8 +468,7 @@ class Exchange:
         engine = self.engine
         if record is None:
             if self.presented and not self._candidates and not self._ended:
-                engine.events.unknown_token(self.client)  # never ours, or revoked: counted per client
-                self.events.append("unknown_token")
+                self._unknown()
             return None
         meta = record.meta
         assert self.key is not None
@@ -765,8 +768,9 @@ class Exchange:
         self._check_size({**{k: v for k, v in session._loaded.items() if k not in removed}, **changed})
         # the same token, with the new persistence
         assert self._token is not None
-        same_token = self._token if remember is not None else None
-        max_age = self._max_age(meta, session._remember, self.engine.clock())
+        same_token, max_age = None, None
+        if remember is not None:
+            same_token, max_age = self._token, self._max_age(meta, remember, self.engine.clock())
         if self._moving_to is not None:  # stored under a previous secret: moves to the current one
             move = self._move(meta)
             ops.append(move)
@@ -853,19 +857,7 @@ class Exchange:
     def _move(self, old: Meta) -> Rotate:
         """The same token, stored under the current ``digest_key``: the data moves, nothing else."""
         assert self.key is not None and self._moving_to is not None
-        session = self.session
-        meta = Meta(
-            old.created_at,
-            self.engine.clock(),
-            old.absolute_deadline,
-            old.user_id,
-            old.user_agent,
-            session._remember,
-            old.public_id,
-            authenticated_at=old.authenticated_at,
-            issued_at=old.issued_at,
-            binding=old.binding,
-        )
+        meta = replace(old, last_seen=self.engine.clock(), remember=self.session._remember)
         return Rotate(self.key, self._moving_to, meta, self._encode_all(), self.engine.lifetime, old.user_id)
 
     def _max_age(self, meta: Meta, remember: bool, now: float) -> int | None:
