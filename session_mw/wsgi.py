@@ -55,11 +55,11 @@ class WSGISessionMiddleware:
         self.driver = SyncDriver(self.store, locking=config.locking)
         self._exclude = config.exclude_paths
         engine_config = self.engine.config
-        token_header = self.engine.token_header
-        self._token_key = "HTTP_" + token_header.upper().replace("-", "_") if token_header else None
-        forwarded = engine_config.client_ip_header
-        self._forwarded_key = "HTTP_" + forwarded.upper().replace("-", "_") if forwarded else None
+        token_header, forwarded = self.engine.token_header, engine_config.client_ip_header
+        self._token_key = _environ_key(token_header) if token_header else None
+        self._forwarded_key = _environ_key(forwarded) if forwarded else None
         self._csrf = engine_config.csrf_protect
+        self._csrf_key = _environ_key(engine_config.csrf_header)
         if check:
             self.driver.check()  # a store that cannot work at all fails here, not on the first request
 
@@ -158,7 +158,7 @@ class WSGISessionMiddleware:
             exchange.session.mark_accessed()  # the check needs to know whether a live session came
         if not exchange.csrf_needs_token(method, origin, fetch_site):
             return None
-        submitted = environ.get("HTTP_" + config.csrf_header.upper().replace("-", "_"))
+        submitted = environ.get(self._csrf_key)
         content_type = environ.get("CONTENT_TYPE")
         if submitted is None and is_form(content_type):
             assert content_type is not None
@@ -176,6 +176,11 @@ class WSGISessionMiddleware:
         if self.driver.run(exchange.opening(lock=lock)) is not None:
             assert exchange.failure is not None
             raise exchange.failure  # the door (or Flask's error handler) answers it
+
+
+def _environ_key(header: str) -> str:
+    """Where PEP 3333 puts a request header: ``X-CSRF-Token`` is ``HTTP_X_CSRF_TOKEN``."""
+    return "HTTP_" + header.upper().replace("-", "_")
 
 
 def _decoded(wsgi_text: str) -> str:
