@@ -66,6 +66,18 @@ CSRF_BODY = b"Cross-site request refused (missing or wrong CSRF token, or a fore
 #: The answers of the recent-authentication guards (FastAPI dependency, Flask decorator).
 NOT_LOGGED_IN = "Sign in first.\n"
 REAUTH_NEEDED = "This action needs you to confirm your password again.\n"
+
+
+def reauth_refusal(session: Session, max_age: float) -> tuple[int, str] | None:
+    """The guards' one rule for a sensitive action: 401 with no user logged in, 403 when the last
+    proof of a credential is older than ``max_age`` seconds; None when it may go on."""
+    if session.user_id is None:
+        return 401, NOT_LOGGED_IN
+    if session.requires_reauth(max_age):
+        return 403, REAUTH_NEEDED
+    return None
+
+
 #: Methods that change nothing (RFC 9110 safe methods): never CSRF-checked.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #: The scheme of a token in ``Authorization: Session <token>``.

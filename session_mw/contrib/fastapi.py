@@ -24,7 +24,7 @@ except ImportError as exc:
 
 from ..asgi import load_session, session_manager, session_of
 from ..drivers import AsyncSessionManager
-from ..engine import NOT_LOGGED_IN, REAUTH_NEEDED
+from ..engine import reauth_refusal
 from ..session import Session
 
 
@@ -45,10 +45,10 @@ def recent_auth(max_age: float) -> Callable[[Request], Session]:
 
     def dependency(request: Request) -> Session:
         session = session_of(request)
-        if session.user_id is None:
-            raise HTTPException(401, NOT_LOGGED_IN.strip(), headers={"Cache-Control": "no-store"})
-        if session.requires_reauth(max_age):
-            raise HTTPException(403, REAUTH_NEEDED.strip(), headers={"Cache-Control": "no-store"})
+        refusal = reauth_refusal(session, max_age)
+        if refusal is not None:
+            status, reason = refusal
+            raise HTTPException(status, reason.strip(), headers={"Cache-Control": "no-store"})
         return session
 
     return dependency

@@ -32,7 +32,7 @@ except ImportError as exc:
 
 from ..config import DEFAULTS, SessionConfig, warn_weaker
 from ..drivers import SessionManager
-from ..engine import NOT_LOGGED_IN, REAUTH_NEEDED, Answer, Engine, Exchange
+from ..engine import Answer, Engine, Exchange, reauth_refusal
 from ..errors import SessionBusy, SessionError, StoreUnavailable
 from ..events import Listener
 from ..session import Session
@@ -317,11 +317,10 @@ def recent_auth_required(max_age: float) -> Callable[[Callable[P, T]], Callable[
     def decorate(view: Callable[P, T]) -> Callable[P, T | Response]:
         @functools.wraps(view)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> T | Response:
-            session = current_session()
-            if session.user_id is None:
-                return Response(NOT_LOGGED_IN, 401, {"Cache-Control": "no-store"}, content_type="text/plain")
-            if session.requires_reauth(max_age):
-                return Response(REAUTH_NEEDED, 403, {"Cache-Control": "no-store"}, content_type="text/plain")
+            refusal = reauth_refusal(current_session(), max_age)
+            if refusal is not None:
+                status, reason = refusal
+                return Response(reason, status, {"Cache-Control": "no-store"}, content_type="text/plain")
             return view(*args, **kwargs)
 
         return guarded
