@@ -482,15 +482,12 @@ class RedisPlans:
             args = [*self._lifetime_args(op.lifetime, now), repr(op.lifetime.touch_interval)]
             reply = yield Script("load", (session,), args)
             fields = None if reply == -1 else dict(zip(reply[::2], reply[1::2], strict=True))
-        if fields is None:
-            _dropped(CorruptRecord("a Redis key of the wrong type"))
-            base.tell(op, "corrupt_record", "a Redis key of the wrong type")
-            yield from self._cleanup([("DEL", session)])
-            return None
-        if not fields or b"_x" in fields:  # absent, or a tombstone: a session revoked before it was born
-            self._seen.pop(op.key, None)
+        if fields is not None and (not fields or b"_x" in fields):
+            self._seen.pop(op.key, None)  # absent, or a tombstone: a session revoked before it was born
             return None
         try:
+            if fields is None:
+                raise CorruptRecord("a Redis key of the wrong type")
             version = _record_format(fields.get(b"_v"))
             if version > RECORD_FORMAT and (version != _RETIRED_FORMAT or b"_g" not in fields):
                 return None  # written by a newer session_mw: not ours to read, nor to drop
