@@ -168,9 +168,10 @@ def build(name: str, redis_url: str) -> Contender:
     elif name == "starsessions+memory":
         app.add_middleware(SessionAutoloadMiddleware)
         app.add_middleware(StarSessionsMiddleware, store=StarMemoryStore(), cookie_https_only=False)
-    elif name in ("ours+memory", "ours+sqlite", "ours+redis"):
+    elif name in ("ours+memory", "ours+sqlite", "ours+redis", "ours+redis-cached"):
         url = "memory://" if name == "ours+memory" else sqlite_url() if name == "ours+sqlite" else redis_url
-        config = SessionConfig(store_url=url, cookie_secure=False, key_prefix=OUR_PREFIX)
+        cached = name == "ours+redis-cached"  # client-side caching (client_cache)
+        config = SessionConfig(store_url=url, cookie_secure=False, key_prefix=OUR_PREFIX, client_cache=cached)
         app.add_middleware(OurSessionMiddleware, config=config)
 
         async def close_store() -> None:

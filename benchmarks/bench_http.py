@@ -32,7 +32,14 @@ from .http_apps import APPS
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = ("/read", "/write")
 #: (server, ours, peer)
-PAIRS = (("uvicorn", "ours+redis", "starsessions+redis"), ("gunicorn", "ours+redis", "flask-session+redis"))
+PAIRS = (
+    ("uvicorn", "ours+redis", "starsessions+redis"),
+    ("uvicorn", "ours+redis-cached", "starsessions+redis"),
+    ("uvicorn", "ours+redis-cached", "starlette-cookie"),
+    ("gunicorn", "ours+redis", "flask-session+redis"),
+    ("gunicorn", "ours+redis-cached", "flask-session+redis"),
+    ("gunicorn", "ours+redis-cached", "flask-cookie"),
+)
 CONNECTIONS = 4
 
 
@@ -220,10 +227,9 @@ def run_all(
     name, load = generator()
     servers: list[Server] = []
     try:
-        for kind, ours, peer in PAIRS:
-            for contender in (ours, peer):
-                servers.append(start(kind, contender, redis_url))
-                progress(f"{kind} {contender} on port {servers[-1].port}")
+        for kind, contender in dict.fromkeys((kind, c) for kind, ours, peer in PAIRS for c in (ours, peer)):
+            servers.append(start(kind, contender, redis_url))
+            progress(f"{kind} {contender} on port {servers[-1].port}")
         cases = [(s, path) for s in servers for path in PATHS]
         for server in servers:  # warm up: connection pools, script caches, the kernel's buffers
             load(server.base + "/read", server.cookie, 1.0, CONNECTIONS)
@@ -262,7 +268,7 @@ def run_all(
         for path in PATHS:
             a, b = by[(kind, ours)].results[path], by[(kind, peer)].results[path]
             ratio = statistics.median(x["rps"] / y["rps"] for x, y in zip(a, b, strict=True))
-            out["ratios"].setdefault(kind, {})[path] = round(ratio, 3)
+            out["ratios"].setdefault(kind, {})[f"{path} {ours} / {peer}"] = round(ratio, 3)
     return out
 
 
@@ -279,7 +285,7 @@ def render(http: dict[str, Any]) -> str:
                     f"{ours} vs {peer}",
                     f"{a['rps']:.0f}",
                     f"{b['rps']:.0f}",
-                    f"{http['ratios'][kind][path]:.2f}x",
+                    f"{http['ratios'][kind][f'{path} {ours} / {peer}']:.2f}x",
                     f"{a['p50_ms']:.2f}/{b['p50_ms']:.2f}",
                     f"{a['p99_ms']:.2f}/{b['p99_ms']:.2f}",
                 ]

@@ -201,6 +201,7 @@ def build(name: str, redis_url: str) -> Contender:
         store_url=url,
         cookie_secure=False,  # the environ is plain http, like Flask's SESSION_COOKIE_SECURE=False default
         key_prefix=OUR_PREFIX,
+        client_cache=name == "ours+redis-cached",  # client-side caching
     )
     if name == WSGI_BARE:
         return Contender(name, wsgi_bare)
@@ -218,7 +219,7 @@ def build(name: str, redis_url: str) -> Contender:
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=FS_PREFIX)
         FlaskSessionExtension(app)
         contender.closers.append(client.close)
-    elif name in ("ours+memory", "ours+sqlite", "ours+redis"):
+    elif name in ("ours+memory", "ours+sqlite", "ours+redis", "ours+redis-cached"):
         FlaskSessions(app, config=config)
         contender.closers.append(app.extensions["session_mw"].driver.close)
     else:

@@ -21,6 +21,22 @@ def starlette_ours() -> Any:
     return bench_asgi.build("ours+redis", _url()).app
 
 
+def starlette_ours_cached() -> Any:
+    return bench_asgi.build("ours+redis-cached", _url()).app
+
+
+def starlette_cookie() -> Any:
+    return bench_asgi.build("starlette-cookie", _url()).app
+
+
+def flask_ours_cached() -> Any:
+    return bench_wsgi.build("ours+redis-cached", _url()).app
+
+
+def flask_cookie() -> Any:
+    return bench_wsgi.build("flask-cookie", _url()).app
+
+
 def starlette_starsessions() -> Any:
     return bench_asgi.build("starsessions+redis", _url()).app
 
@@ -36,6 +52,10 @@ def flask_session() -> Any:
 APPS = {
     ("uvicorn", "ours+redis"): "starlette_ours",
     ("uvicorn", "starsessions+redis"): "starlette_starsessions",
+    ("uvicorn", "ours+redis-cached"): "starlette_ours_cached",
+    ("uvicorn", "starlette-cookie"): "starlette_cookie",
+    ("gunicorn", "ours+redis-cached"): "flask_ours_cached",
+    ("gunicorn", "flask-cookie"): "flask_cookie",
     ("gunicorn", "ours+redis"): "flask_ours",
     ("gunicorn", "flask-session+redis"): "flask_session",
 }

@@ -57,12 +57,13 @@ ASGI = (
     "ours+memory",
     "ours+sqlite",
     "ours+redis",
+    "ours+redis-cached",
 )
-WSGI = ("bare", "flask-cookie", "flask-session+redis", "ours+memory", "ours+sqlite", "ours+redis")
+WSGI = ("bare", "flask-cookie", "flask-session+redis", "ours+memory", "ours+sqlite", "ours+redis", "ours+redis-cached")
 #: Who runs login and logout (the signed cookies have no token to rotate or session to delete).
 SEEDED = {
-    "starlette": ("bare", "starsessions+redis", "ours+memory", "ours+sqlite", "ours+redis"),
-    "flask": ("bare", "flask-session+redis", "ours+memory", "ours+sqlite", "ours+redis"),
+    "starlette": ("bare", "starsessions+redis", "ours+memory", "ours+sqlite", "ours+redis", "ours+redis-cached"),
+    "flask": ("bare", "flask-session+redis", "ours+memory", "ours+sqlite", "ours+redis", "ours+redis-cached"),
 }
 FLOOR = "floor"
 FLOOR_SYNC = "redis-py GET (sync)"
@@ -75,6 +76,10 @@ HEADLINE: tuple[tuple[str, str, str, str], ...] = (
     ("starlette", "write", "ours+redis", "starsessions+redis"),
     ("starlette", "login", "ours+redis", "starsessions+redis"),
     ("starlette", "logout", "ours+redis", "starsessions+redis"),
+    ("starlette", "untouched", "ours+redis-cached", "starsessions+redis"),
+    ("starlette", "read", "ours+redis-cached", "starsessions+redis"),
+    ("starlette", "read", "ours+redis-cached", "ours+memory"),
+    ("starlette", "write", "ours+redis-cached", "starsessions+redis"),
     ("starlette", "read", "ours+memory", "starsessions+memory"),
     ("starlette", "write", "ours+memory", "starsessions+memory"),
     ("starlette", "read", "ours+memory", "starlette-cookie"),
@@ -86,6 +91,10 @@ HEADLINE: tuple[tuple[str, str, str, str], ...] = (
     ("flask", "write", "ours+redis", "flask-session+redis"),
     ("flask", "login", "ours+redis", "flask-session+redis"),
     ("flask", "logout", "ours+redis", "flask-session+redis"),
+    ("flask", "read", "ours+redis-cached", "flask-session+redis"),
+    ("flask", "read", "ours+redis-cached", "flask-cookie"),
+    ("flask", "read", "ours+redis-cached", "ours+memory"),
+    ("flask", "write", "ours+redis-cached", "flask-session+redis"),
     ("flask", "read", "ours+memory", "flask-cookie"),
     ("flask", "write", "ours+sqlite", "ours+memory"),
 )
@@ -304,7 +313,7 @@ def count_round_trips(cases: Sequence[Case], url: str, requests: int) -> dict[tu
     out: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for case in cases:
-            if not (case.contender.endswith("+redis") or case.scenario == FLOOR):
+            if not ("+redis" in case.contender or case.scenario == FLOOR):
                 continue
             run = case.run
             if isinstance(run, Seeded):

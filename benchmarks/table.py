@@ -65,7 +65,7 @@ def run_tables(results: dict[str, Any]) -> str:
                 a, b = http["cases"][kind][path][ours], http["cases"][kind][path][peer]
                 lines.append(
                     f"| {kind} (1 worker) | {path} | {ours} | {peer} | {a['rps']:.0f} | {b['rps']:.0f} | "
-                    f"{http['ratios'][kind][path]:.2f}x | {a['p50_ms']:.2f}/{b['p50_ms']:.2f} | "
+                    f"{http['ratios'][kind][f'{path} {ours} / {peer}']:.2f}x | {a['p50_ms']:.2f}/{b['p50_ms']:.2f} | "
                     f"{a['p99_ms']:.2f}/{b['p99_ms']:.2f} |"
                 )
         lines.append("")

@@ -86,6 +86,10 @@ class SessionConfig:
     no_store_authenticated: bool = True
     clear_site_data_on_logout: bool = False
     replica_ack_timeout: float = 0.5
+    #: Redis: keep copies of hot sessions in each worker, kept true by RESP3 tracking (Redis 6+).
+    client_cache: bool = False
+    #: Redis with ``client_cache``: at most this many copies per worker.
+    client_cache_size: int = 10_000
     #: Previous ``digest_key`` values: tokens are still found under them, and a session moves
     #: to the current key on its next write.
     previous_digest_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -184,6 +188,10 @@ class SessionConfig:
             raise fail("replica_acks", "must be between 0 (do not wait) and 64 replicas")
         if not 0 < self.replica_ack_timeout <= 60:
             raise fail("replica_ack_timeout", "must be more than 0 and at most 60 seconds")
+        if self.client_cache and self.store_url.split("://", 1)[0].lower() not in _redis_schemes():
+            raise fail("client_cache", "needs a Redis store_url (redis://, redis+sentinel://, redis+cluster://)")
+        if not 1 <= self.client_cache_size <= 10_000_000:
+            raise fail("client_cache_size", "must be between 1 and 10,000,000 sessions")
         self._check_security(fail)
 
     def _check_security(self, fail: Callable[[str, str], ConfigError]) -> None:
@@ -459,6 +467,12 @@ def _paths(name: str, value: object) -> tuple[str, ...]:
     return tuple(text for item in items if (text := str(item).strip()))
 
 
+def _redis_schemes() -> frozenset[str]:
+    from .stores.redis_target import SCHEMES
+
+    return frozenset(SCHEMES)
+
+
 def _secrets(name: str, value: object) -> tuple[str, ...]:
     """Like ``_paths`` (comma-separated or a sequence), but a bad value's message never shows it."""
     try:
@@ -498,6 +512,8 @@ _COERCERS: dict[str, Callable[[str, Any], Any]] = {
     "no_store_authenticated": _flag,
     "clear_site_data_on_logout": _flag,
     "replica_ack_timeout": _seconds,
+    "client_cache": _flag,
+    "client_cache_size": _count,
     "previous_digest_keys": _secrets,
     "encryption_keys": _secrets,
     "reauth_resets_lifetime": _flag,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,16 @@ def _private_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def tracking(store: Any, timeout: float = 10.0) -> Any:
+    """``store``, once its client-side cache (if any) is tracking: copies are served only then."""
+    inner = store
+    while getattr(inner, "cache", None) is None and hasattr(inner, "inner"):
+        inner = inner.inner  # a sealed or counting wrapper
+    cache = getattr(inner, "cache", None)
+    deadline = time.monotonic() + timeout
+    while cache is not None and not cache.tracking:
+        assert time.monotonic() < deadline, "Redis tracking did not come up"
+        time.sleep(0.01)
+    return store

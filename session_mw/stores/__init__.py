@@ -25,6 +25,8 @@ def _redis_options(config: SessionConfig) -> dict[str, Any]:
         "timeout": config.store_socket_timeout,
         "replica_acks": config.replica_acks,
         "replica_ack_timeout": config.replica_ack_timeout,
+        "client_cache": config.client_cache,
+        "client_cache_size": config.client_cache_size,
     }
 
 

@@ -26,7 +26,8 @@ from ..errors import ConfigError, StoreUnavailable
 from ..stepping import Plan, run, run_async
 from . import base
 from .base import RECORD_FORMAT, CorruptRecord, Lifetime, Meta, Op, R, Record, checked_meta, checked_name, unsupported
-from .redis_target import connect, parse
+from .redis_cache import RecordCache
+from .redis_target import connect, parse, tracking_connector
 
 try:
     import redis
@@ -366,6 +367,7 @@ class RedisPlans:
         where: str = "",
         replica_acks: int = 0,
         replica_ack_timeout: float = 0.5,
+        cache: RecordCache | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -378,6 +380,8 @@ class RedisPlans:
         #: digest -> the last_seen this process saw: a load whose touch that proves not due yet
         #: is a plain HGETALL (no Lua); touches only move last_seen forward, so it never misleads
         self._seen: dict[str, float] = {}
+        #: client-side caching (``client_cache``): copies of sessions, kept true by Redis tracking
+        self.cache = cache
 
     @classmethod
     def from_url(
@@ -390,10 +394,17 @@ class RedisPlans:
         clock: Callable[[], float] = time.time,
         replica_acks: int = 0,
         replica_ack_timeout: float = 0.5,
+        client_cache: bool = False,
+        client_cache_size: int = 10_000,
     ) -> _Store:
-        """A store on the deployment ``url`` names: one node, a Sentinel service or a Cluster."""
+        """A store on the deployment ``url`` names: one node, a Sentinel service or a Cluster;
+        with ``client_cache``, hot sessions are read from this process's copies (``redis_cache``)."""
         target = parse(url)
         client = connect(target, asyncio=cls.asynchronous, connect_timeout=connect_timeout, timeout=timeout)
+        cache = None
+        if client_cache:
+            connector = tracking_connector(target, connect_timeout=connect_timeout)
+            cache = RecordCache(connector, f"{prefix}s:", size=client_cache_size)
         return cls(
             client,
             prefix,
@@ -401,6 +412,7 @@ class RedisPlans:
             where=target.where,
             replica_acks=replica_acks,
             replica_ack_timeout=replica_ack_timeout,
+            cache=cache,
         )
 
     def _send(self, call: Command | Script | Commands | Durable) -> Any:
@@ -446,7 +458,10 @@ class RedisPlans:
         try:
             return cast(R, (yield from planner(op)))
         except BACKEND_ERRORS as exc:
-            raise self.unavailable(exc) from None
+            failure = self.unavailable(exc)
+            if self.cache is not None:
+                self.cache.reset(str(failure))  # a failover may be under way: trust no copy
+            raise failure from None
 
     def _cleanup(self, commands: Sequence[tuple[Any, ...]]) -> Iterator[Any]:
         """Best effort (stale index entries, bad records): a failure here leaves work for the next read."""
@@ -465,10 +480,28 @@ class RedisPlans:
         return _ms(lifetime.deadline(meta) - now) + _TTL_MARGIN_MS
 
     def on_load(self, op: base.Load) -> Plan[Record | None]:
+        """At most one round trip; none for a session this process holds a true copy of (with
+        ``client_cache``) whose touch is not due."""
+        now = self.clock()
+        cache = self.cache
+        if cache is None:
+            return (yield from self._read(op, now))
+        copy, ticket = cache.lookup(op.key)
+        if copy is not None:
+            meta = copy.meta
+            if meta.last_seen + op.lifetime.touch_interval > now and op.lifetime.alive(meta, now):
+                return copy
+        record = None
+        try:
+            record = yield from self._read(op, now)
+        finally:
+            cache.keep(op.key, ticket, None if record is None or record.meta.retired_until else record)
+        return record
+
+    def _read(self, op: base.Load, now: float) -> Plan[Record | None]:
         """One round trip. A session this process saw touched less than a touch interval ago
         cannot be due: a plain HGETALL reads it. Otherwise the load script reads it and touches
         it when due, in the same round trip."""
-        now = self.clock()
         session = self.session_key(op.key)
         seen = self._seen.get(op.key)
         if seen is not None and seen + op.lifetime.touch_interval > now:
@@ -536,7 +569,16 @@ class RedisPlans:
         args += [len(op.delete), *("k:" + name for name in op.delete), *_fields(op.set), "_s", repr(now)]
         if op.remember is not None:
             args += ("_r", _flag(op.remember))
-        return bool(int((yield Script("update", (self.session_key(op.key),), args))))
+        self._forget(op.key)
+        try:
+            return bool(int((yield Script("update", (self.session_key(op.key),), args))))
+        finally:
+            self._forget(op.key)
+
+    def _forget(self, digest: str) -> None:
+        """This process changes ``digest``: its copy goes now, before Redis's message does."""
+        if self.cache is not None:
+            self.cache.forget(digest)
 
     def on_rotate(self, op: base.Rotate) -> Plan[bool]:
         """Three steps, each in its own slot: the new user's index names the new session; the old
@@ -551,7 +593,9 @@ class RedisPlans:
         take = self._lifetime_args(op.lifetime, now)
         if op.grace > 0:
             take += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace), op.key)
+        self._forget(op.old_key)
         taken = yield Script("take", (self.session_key(op.old_key),), take)
+        self._forget(op.old_key)
         if not int(taken):
             if op.meta.user_id is not None:
                 yield from self._cleanup([("ZREM", self.user_key(op.meta.user_id), op.key)])
@@ -563,7 +607,9 @@ class RedisPlans:
 
     def on_delete(self, op: base.Delete) -> Plan[None]:
         now = self.clock()
+        self._forget(op.key)
         yield Script("kill", (self.session_key(op.key),), self._kill_args(base.UNBOUNDED, now))
+        self._forget(op.key)
         if op.user_id is not None:
             yield from self._cleanup([("ZREM", self.user_key(op.user_id), op.key)])
 
@@ -649,8 +695,10 @@ class RedisPlans:
                 break
             now = self.clock()
             for digest in entries:
+                self._forget(digest)
                 if int((yield Script("kill", (self.session_key(digest),), self._kill_args(op.lifetime, now)))):
                     revoked.append(digest)
+                self._forget(digest)
             for start in range(0, len(entries), _INDEX_PAGE):  # pages: no one ZREM blocks Redis long
                 yield Commands([("ZREM", index, *entries[start : start + _INDEX_PAGE])])
         return revoked
@@ -680,6 +728,8 @@ class RedisPlans:
             raise ConfigError(f"the Redis session store cannot be used: {self.unavailable(refusal)}") from None
 
     def on_close(self, op: base.Close) -> Plan[None]:
+        if self.cache is not None:
+            self.cache.close()
         yield DISCONNECT
 
     def _durable(self, call: Durable) -> Any:

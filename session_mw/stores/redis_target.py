@@ -218,3 +218,111 @@ class LazyCluster:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+#: How long a tracking connection's read may wait for the rest of a message already begun.
+_TRACKING_READ_TIMEOUT = 0.1
+
+
+def tracking_connector(target: RedisTarget, *, connect_timeout: float) -> Any:
+    """A ``redis_cache.Connector`` for ``target``: a RESP3 connection with broadcast tracking on
+    to each primary (the one node; the primary Sentinel names; every Cluster primary), each with
+    a heartbeat that fails once it no longer leads to a primary of the same deployment."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    from .redis_cache import TrackingLink
+
+    bounds = {"socket_connect_timeout": connect_timeout, "socket_timeout": _TRACKING_READ_TIMEOUT, "protocol": 3}
+
+    def node_options() -> dict[str, Any]:
+        options: dict[str, Any] = {**bounds, "username": target.username, "password": target.password}
+        if target.tls:
+            options.update(dict(target.tls_options))
+        return options
+
+    def direct(host: str, port: int, db: int = 0) -> Any:
+        connection_class: Any = redis.SSLConnection if target.tls else redis.Connection
+        return connection_class(host=host, port=port, db=db, **node_options())
+
+    def track(conn: Any, prefix: bytes, on_invalidation: Callable[[Any], Any]) -> None:
+        conn.connect()
+        parser = conn._parser  # redis-py's own hook for invalidations (its client-side cache uses it)
+        if not hasattr(parser, "set_invalidation_push_handler"):
+            raise ConfigError("client_cache needs redis-py 5.1 or later")
+        parser.set_invalidation_push_handler(on_invalidation)
+        conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
+        if conn.read_response() not in (b"OK", "OK"):
+            raise redis.ConnectionError("CLIENT TRACKING was refused")
+
+    def is_primary(reply: Any) -> bool:
+        return isinstance(reply, list) and bool(reply) and reply[0] in (b"master", "master")
+
+    def connector(prefix: bytes, on_invalidation: Callable[[Any], Any]) -> list[TrackingLink]:
+        if target.mode == "node":
+            pool = redis.ConnectionPool.from_url(target.url, **bounds)
+            conn = pool.make_connection()
+            track(conn, prefix, on_invalidation)
+            return [TrackingLink(conn, ("ROLE",), is_primary, where="the node")]
+        if target.mode == "sentinel":
+            sentinel_kwargs: dict[str, Any] = {
+                "socket_connect_timeout": connect_timeout,
+                "socket_timeout": connect_timeout,
+            }
+            if target.tls:
+                sentinel_kwargs.update(ssl=True, **dict(target.tls_options))
+            if target.sentinel_password is not None:
+                sentinel_kwargs.update(username=target.sentinel_username, password=target.sentinel_password)
+            sentinel: Any = Sentinel  # untyped in redis-py
+            host, port = sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs).discover_master(target.service)
+            conn = direct(host, port, target.db)
+            track(conn, prefix, on_invalidation)
+            return [TrackingLink(conn, ("ROLE",), is_primary, where=f"the primary of {target.service!r}")]
+        primaries = _cluster_primaries(target, direct)
+
+        def same_cluster(reply: Any) -> bool:  # the same primaries, each still serving slots
+            return _slot_primaries(reply) == primaries
+
+        links = []
+        try:
+            for host, port in sorted(primaries):
+                conn = direct(host, port)
+                links.append(TrackingLink(conn, ("CLUSTER", "SLOTS"), same_cluster, where=f"{host}:{port}"))
+                track(conn, prefix, on_invalidation)
+        except BaseException:
+            for link in links:
+                link.conn.disconnect()
+            raise
+        return links
+
+    return connector
+
+
+def _cluster_primaries(target: RedisTarget, direct: Callable[[str, int], Any]) -> frozenset[tuple[str, int]]:
+    """The primaries serving slots, as the first startup node that answers says."""
+    import redis
+
+    failure: Exception = redis.ConnectionError("no Cluster node answered")
+    for host, port in target.hosts:
+        conn = direct(host, port)
+        try:
+            conn.send_command("CLUSTER", "SLOTS")
+            primaries = _slot_primaries(conn.read_response())
+            if primaries:
+                return primaries
+        except (redis.RedisError, OSError) as exc:
+            failure = exc
+        finally:
+            conn.disconnect()
+    raise failure
+
+
+def _slot_primaries(reply: Any) -> frozenset[tuple[str, int]]:
+    """The (host, port) of each primary in a ``CLUSTER SLOTS`` reply."""
+    out = set()
+    if isinstance(reply, list):
+        for entry in reply:
+            if isinstance(entry, list) and len(entry) >= 3 and isinstance(entry[2], list) and len(entry[2]) >= 2:
+                host = entry[2][0]
+                out.add((host.decode() if isinstance(host, bytes) else str(host), int(entry[2][1])))
+    return frozenset(out)

@@ -15,6 +15,7 @@ from session_mw.stores import Store, open_async_store, open_store
 from session_mw.stores.base import Close
 from session_mw.stores.threaded import AsyncFromSync
 from session_mw.testing import FakeClock
+from tests.conftest import tracking
 from tests.doors.apps import DOORS
 from tests.doors.harness import ABSOLUTE, IDLE, Clients, Counting
 
@@ -24,8 +25,9 @@ def door(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "sentinel", "cluster"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cached", "sentinel", "cluster"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """ "redis-cached" is one node with client-side caching on (``client_cache``)."""
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
@@ -36,9 +38,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def config(store_url: str, key_prefix: str) -> SessionConfig:
+def config(store_url: str, key_prefix: str, request: pytest.FixtureRequest) -> SessionConfig:
     return SessionConfig(
         store_url=store_url,
+        client_cache=request.node.callspec.params.get("store_url") == "redis-cached",
         key_prefix=key_prefix,
         idle_timeout=IDLE,
         absolute_timeout=ABSOLUTE,
@@ -49,9 +52,8 @@ def config(store_url: str, key_prefix: str) -> SessionConfig:
 
 @pytest.fixture
 def store(door: str, config: SessionConfig, clock: FakeClock) -> Counting:
-    if door == "asgi":
-        return Counting(open_async_store(config, clock=clock))
-    return Counting(open_store(config, clock=clock))
+    inner: Any = open_async_store(config, clock=clock) if door == "asgi" else open_store(config, clock=clock)
+    return Counting(tracking(inner))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from session_mw.stores.memory import MemoryStore
 from session_mw.stores.sqlite import SQLiteStore
 from session_mw.stores.threaded import AsyncFromSync
 from session_mw.testing import FakeClock, LockContract, StoreContract, SyncFromAsync
+from tests.conftest import tracking
 
 
 def _closed(store: Store) -> Iterator[Store]:
@@ -60,3 +61,19 @@ class TestRedisStoreAsyncFace(StoreContract, LockContract):
     def store(self, deployment_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
         config = SessionConfig(store_url=deployment_url, key_prefix=key_prefix)
         yield from _closed(SyncFromAsync(open_async_store(config, clock=clock)))
+
+
+class TestRedisStoreCached(StoreContract, LockContract):
+    """Client-side caching on: the same contract, with copies served wherever they may be."""
+
+    @pytest.fixture
+    def store(self, deployment_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
+        config = SessionConfig(store_url=deployment_url, key_prefix=key_prefix, client_cache=True)
+        yield from _closed(tracking(open_store(config, clock=clock)))
+
+
+class TestRedisStoreCachedAsyncFace(StoreContract, LockContract):
+    @pytest.fixture
+    def store(self, deployment_url: str, key_prefix: str, clock: FakeClock) -> Iterator[Store]:
+        config = SessionConfig(store_url=deployment_url, key_prefix=key_prefix, client_cache=True)
+        yield from _closed(SyncFromAsync(tracking(open_async_store(config, clock=clock))))
