@@ -20,7 +20,7 @@ from session_mw import SessionConfig
 from session_mw.engine import Engine
 from session_mw.stores import open_async_store, open_store
 from session_mw.stores.base import Close
-from tests.conftest import _redis_missing
+from tests.conftest import _redis_missing, tracking
 from tests.deployments import Cluster, Node, Sentinels, missing_binaries
 from tests.doors.apps import DOORS
 
@@ -122,6 +122,45 @@ def test_a_sentinel_failover_costs_at_most_503s_and_loses_no_committed_session(
         for browser in browsers:
             browser.close()
         store.execute(Close())
+
+
+@pytest.mark.parametrize("how", ["kill", "pause"])
+def test_after_a_sentinel_failover_no_worker_serves_a_copy_from_before_it(
+    sentinels: Sentinels, key_prefix: str, how: str
+) -> None:
+    """Client-side caching on two workers: one writes after the failover, the other's next read
+    sees the write, though it held a copy of the session from before."""
+    config = _config(sentinels.url, key_prefix=key_prefix, client_cache=True)
+    [writer], writer_store = _wsgi_browsers(config, 1)
+    [reader], reader_store = _wsgi_browsers(config, 1)
+    try:
+        assert writer.post("/cart", json={"item": "before"}).status_code == 200
+        assert writer.post("/login", json={"user": "ann"}).status_code == 200
+        reader.cookies = writer.cookies
+        tracking(reader_store)
+        for _ in range(3):
+            assert reader.get("/whoami").json()["cart"] == ["before"]
+        old: Node = sentinels.current_primary()
+        _through_failover(
+            lambda: writer.get("/whoami"),
+            old.kill if how == "kill" else old.pause,
+            lambda: sentinels.primary_port() != old.port,
+        )
+        assert writer.post("/cart", json={"item": "after"}).json()["cart"] == ["before", "after"]
+        deadline = time.monotonic() + RECOVERY
+        while (seen := reader.get("/whoami")).status_code == 503:  # its connections led to the old primary
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert seen.json()["cart"] == ["before", "after"]  # never the copy from before
+        tracking(reader_store)  # tracking the new primary now
+        assert writer.post("/cart", json={"item": "later"}).status_code == 200
+        assert reader.get("/whoami").json()["cart"] == ["before", "after", "later"]
+        if how == "pause":
+            old.resume()
+    finally:
+        for client, store in ((writer, writer_store), (reader, reader_store)):
+            client.close()
+            store.execute(Close())
 
 
 def test_with_replica_acks_a_login_no_replica_holds_is_a_503(sentinels: Sentinels, key_prefix: str) -> None:
