@@ -264,6 +264,15 @@ class Durable:
     timeout_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """One round trip: scripts pipelined (not a transaction), each sent as EVAL (a pipeline cannot
+    reload a script the server lacks); their replies in order, errors as values. For steps that
+    may run in any order, each in its own slot: a Cluster client sends each to its node."""
+
+    scripts: Sequence[Script]
+
+
 #: Not a command: close the client's connections.
 DISCONNECT = Commands(())
 
@@ -415,7 +424,7 @@ class RedisPlans:
             cache=cache,
         )
 
-    def _send(self, call: Command | Script | Commands | Durable) -> Any:
+    def _send(self, call: Command | Script | Commands | Durable | Scripts) -> Any:
         """One round trip: its reply, or (asyncio client) the awaitable of its reply."""
         if isinstance(call, Command):
             return self.client.execute_command(*call.args)
@@ -423,6 +432,11 @@ class RedisPlans:
             return self._scripts[call.name](keys=call.keys, args=call.args)
         if isinstance(call, Durable):
             return self._durable(call).execute(raise_on_error=False)
+        if isinstance(call, Scripts):
+            pipe = self.client.pipeline(transaction=False)
+            for script in call.scripts:
+                pipe.execute_command("EVAL", _SCRIPTS[script.name], len(script.keys), *script.keys, *script.args)
+            return pipe.execute(raise_on_error=False)
         if call is DISCONNECT:
             return self._disconnect()
         return self._pipeline(call).execute(raise_on_error=False)
@@ -550,8 +564,11 @@ class RedisPlans:
     def _index_add(self, user_id: str, digest: str, meta: Meta, lifetime: Lifetime, now: float) -> Plan[None]:
         """Before a session is born, its user's index names it: a session no index lists would
         escape "log out everywhere". (An entry whose birth then fails is stale, and dropped.)"""
+        yield self._index_script(user_id, digest, meta, lifetime, now)
+
+    def _index_script(self, user_id: str, digest: str, meta: Meta, lifetime: Lifetime, now: float) -> Script:
         ttl = self._index_ttl_ms(meta, lifetime, now)
-        yield Script("index_add", (self.user_key(user_id),), (digest, repr(now), ttl))
+        return Script("index_add", (self.user_key(user_id),), (digest, repr(now), ttl))
 
     def _kill_args(self, lifetime: Lifetime, now: float) -> list[Any]:
         return [*self._lifetime_args(lifetime, now), _BIRTH_GRACE_MS]
@@ -581,20 +598,27 @@ class RedisPlans:
             self.cache.forget(digest)
 
     def on_rotate(self, op: base.Rotate) -> Plan[bool]:
-        """Three steps, each in its own slot: the new user's index names the new session; the old
-        session dies (or with a grace, is retired) if it is live and current (else nothing more
-        happens); the new session is born unless a revoke left a tombstone meanwhile. A failure
-        after the second step logs the user out; no order of failures leaves two live sessions
-        or brings back a dead one. A retired key stays in its user's index, so that "log out
+        """Three steps, each in its own slot, in two round trips: the new user's index names the
+        new session, and the old session dies (or with a grace, is retired) if it is live and
+        current, in either order (one pipeline); only once both are done is the new session born,
+        unless a revoke left a tombstone meanwhile. A failure of either of the first two means no
+        birth: at worst the user is logged out; no order of failures leaves two live sessions or
+        brings back a dead one. A retired key stays in its user's index, so that "log out
         everywhere" finds and ends it; once its grace is over the listing drops the entry."""
         now = self.clock()
-        if op.meta.user_id is not None:
-            yield from self._index_add(op.meta.user_id, op.key, op.meta, op.lifetime, now)
-        take = self._lifetime_args(op.lifetime, now)
+        take_args = self._lifetime_args(op.lifetime, now)
         if op.grace > 0:
-            take += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace), op.key)
+            take_args += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace), op.key)
+        take = Script("take", (self.session_key(op.old_key),), take_args)
         self._forget(op.old_key)
-        taken = yield Script("take", (self.session_key(op.old_key),), take)
+        if op.meta.user_id is None:
+            taken = yield take
+        else:
+            index = self._index_script(op.meta.user_id, op.key, op.meta, op.lifetime, now)
+            indexed, taken = yield Scripts((index, take))
+            for reply in (indexed, taken):
+                if isinstance(reply, Exception):
+                    raise reply  # no birth: the new session would escape "log out everywhere"
         self._forget(op.old_key)
         if not int(taken):
             if op.meta.user_id is not None:

@@ -234,6 +234,22 @@ def test_out_of_memory_is_unavailable_and_quotes_the_server(redis_server: RedisS
     assert record is not None and record.meta.last_seen == clock() - 100
 
 
+def test_a_login_whose_index_step_fails_gives_birth_to_nothing(redis_server: RedisServer, key_prefix: str) -> None:
+    """The index step and the old session's end share one round trip: Redis out of memory refuses
+    the index (ZADD) but not the end (DEL). The user is logged out; no session escapes the index."""
+    clock = FakeClock()
+    store = RedisStore.from_url(redis_server.url, key_prefix, clock=clock)
+    store.execute(Create(digest(1), meta(clock()), {"a": b"1"}, LIFE))
+    _server_says(redis_server, "CONFIG", "SET", "maxmemory", "1")
+    _server_says(redis_server, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+        store.execute(Rotate(digest(1), digest(2), meta(clock(), "alice"), {"a": b"1"}, LIFE))
+    _server_says(redis_server, "CONFIG", "SET", "maxmemory", "0")
+    assert store.execute(Load(digest(2), LIFE)) is None
+    assert store.execute(Load(digest(1), LIFE)) is None
+    assert store.execute(SessionsOf("alice", LIFE)) == []
+
+
 def test_a_read_only_replica_is_unavailable(redis_server: RedisServer, key_prefix: str) -> None:
     store = RedisStore.from_url(redis_server.url, key_prefix)
     _server_says(redis_server, "REPLICAOF", "127.0.0.1", str(free_port()))  # nobody there: stays read-only
