@@ -383,6 +383,9 @@ class Close(Op[None]):
 #: What a store may declare beyond the operations every store runs.
 LOCKS = "locks"
 INLINE_LOADS = "inline_loads"
+#: The store offers ``execute_now(op)`` for ``INLINE_WRITES_OPS``: the write, done on the calling
+#: thread, only if it need not wait for another writer; else ``WouldBlock`` and nothing written.
+INLINE_WRITES = "inline_writes"
 
 
 @runtime_checkable
@@ -404,7 +407,11 @@ class AsyncStore(Protocol):
 
 
 class WouldBlock(Exception):
-    """A ``Load(wait=False)`` would have had to wait."""
+    """A ``Load(wait=False)`` (or an ``execute_now``) would have had to wait; nothing was done."""
+
+
+#: The writes ``execute_now`` takes: each one short transaction.
+INLINE_WRITES_OPS = (Create, Update, Rotate, Delete)
 
 
 def unsupported(store: object, op: Op[Any]) -> NotImplementedError:

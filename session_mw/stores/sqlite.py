@@ -34,6 +34,7 @@ from .base import (
     CorruptRecord,
     Lifetime,
     Meta,
+    R,
     Record,
     WouldBlock,
     checked_meta,
@@ -119,6 +120,21 @@ _TABLES = {
 
 # The metadata columns in ``checked_meta``'s order, then the record format: what ``_meta`` reads.
 _META_COLUMNS = 13
+#: SQLite's primary result codes of a lock held by another connection (SQLITE_BUSY, SQLITE_LOCKED).
+_BUSY = frozenset({5, 6})
+
+
+def _held_elsewhere(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF in _BUSY
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class _NowOnly(threading.local):
+    active = False
+
+
 _LOAD = (
     "SELECT s.created_at, s.last_seen, s.absolute_deadline, s.user_id, s.user_agent, s.remember, s.public_id, "
     "s.authenticated_at, s.issued_at, s.binding, s.retired_until, s.successor, s.format, v.name, v.value "
@@ -293,6 +309,7 @@ class SQLiteStore(base.Dispatching):
             ) from None
         self._clock = clock
         self._busy_timeout = busy_timeout
+        self._now_only = _NowOnly()  # set on a thread inside execute_now
         self._gc_every = gc_every
         self._gc_interval = gc_interval
         self._gc_batch = gc_batch
@@ -376,13 +393,25 @@ class SQLiteStore(base.Dispatching):
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """A pooled connection, sqlite3 errors translated to ``StoreError``/``StoreUnavailable``."""
+        """A pooled connection, sqlite3 errors translated to ``StoreError``/``StoreUnavailable``;
+        under ``execute_now`` it never waits for a lock, and a lock held elsewhere is ``WouldBlock``."""
+        now_only = self._now_only.active
         try:
             conn = self._acquire()
             try:
-                yield conn
+                if now_only:
+                    conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    yield conn
+                finally:
+                    if now_only:
+                        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             finally:
                 self._release(conn)
+        except sqlite3.OperationalError as exc:
+            if now_only and _held_elsewhere(exc):  # rolled back: nothing was written
+                raise WouldBlock from None
+            raise StoreUnavailable(f"the SQLite session store at {self.path} is unavailable: {exc}") from None
         except sqlite3.Error as exc:
             # sqlite's messages ("database is locked", "disk I/O error") never carry bound values
             raise StoreUnavailable(f"the SQLite session store at {self.path} is unavailable: {exc}") from None
@@ -466,7 +495,19 @@ class SQLiteStore(base.Dispatching):
 
     # -- the Store protocol ----------------------------------------------------------
 
-    capabilities = frozenset({base.LOCKS, base.INLINE_LOADS})
+    capabilities = frozenset({base.LOCKS, base.INLINE_LOADS, base.INLINE_WRITES})
+
+    def execute_now(self, op: base.Op[R]) -> R:
+        """A write (``INLINE_WRITES_OPS``) on this thread, if no other writer holds the file: the
+        async face runs it on the event loop then (one short transaction, no fsync in WAL mode
+        with ``synchronous=NORMAL``), and only hops to a worker thread on ``WouldBlock``."""
+        if not self._ready or type(op) not in base.INLINE_WRITES_OPS:
+            raise WouldBlock
+        self._now_only.active = True
+        try:
+            return self.execute(op)
+        finally:
+            self._now_only.active = False
 
     def on_check(self, op: base.Check) -> None:
         """Open (create or migrate) the file now, so a foreign or unwritable file fails at start-up."""
@@ -696,6 +737,10 @@ class SQLiteStore(base.Dispatching):
             self._last_gc = now
         try:
             removed = self._collect(self._gc_batch)
+        except WouldBlock:  # on the event loop, another writer holds the file: the next write tries
+            with self._lock:
+                self._writes = self._gc_every
+            return
         except StoreError as exc:  # the write itself succeeded; the next batch will catch up
             log.warning("SQLite session store: amortised gc skipped: %s", exc)
             return

@@ -1,7 +1,8 @@
 """The async face of a sync store, without a second implementation.
 
 Fast in-process stores run inline; stores that block (SQLite) run in a worker thread, except
-loads, which run inline when the store can promise not to wait (``INLINE_LOADS``).
+loads and the short writes, which run inline when the store can promise not to wait
+(``INLINE_LOADS``, ``INLINE_WRITES``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import cast
 
-from .base import INLINE_LOADS, Load, Op, R, Store, WouldBlock
+from .base import INLINE_LOADS, INLINE_WRITES, INLINE_WRITES_OPS, Load, Op, R, Store, WouldBlock
 
 
 class AsyncFromSync:
@@ -28,6 +29,7 @@ class AsyncFromSync:
         self.capabilities = store.capabilities
         self._offload = offload
         self._inline_loads = INLINE_LOADS in store.capabilities
+        self._inline_writes = INLINE_WRITES in store.capabilities
 
     def __repr__(self) -> str:
         return f"AsyncFromSync({self.sync!r})"
@@ -38,6 +40,11 @@ class AsyncFromSync:
         if self._inline_loads and isinstance(op, Load) and op.wait:
             try:
                 return cast(R, self.sync.execute(dataclasses.replace(op, wait=False)))
+            except WouldBlock:
+                pass
+        elif self._inline_writes and isinstance(op, INLINE_WRITES_OPS):
+            try:
+                return cast(R, self.sync.execute_now(op))  # type: ignore[attr-defined]
             except WouldBlock:
                 pass
         import anyio.to_thread

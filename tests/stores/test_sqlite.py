@@ -20,6 +20,7 @@ from session_mw.stores.base import (
     Delete,
     Load,
     Meta,
+    RevokeAll,
     Rotate,
     Update,
     WouldBlock,
@@ -435,6 +436,65 @@ def test_reads_do_not_wait_for_a_writer_and_contended_touches_fall_back(db: Path
         clock.advance(1)
         again = load(store, 1)
         assert again is not None and again.meta.last_seen == m.last_seen + 120  # the touch was applied
+    finally:
+        writer.close()
+        store.close()
+
+
+class ThreadHops:
+    """Counts the async face's hops to a worker thread (each still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import anyio.to_thread
+
+        self.count = 0
+        real = anyio.to_thread.run_sync
+
+        async def run_sync(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
+
+
+def test_writes_run_on_the_event_loop_when_no_other_writer_holds_the_file(
+    db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db, clock=clock)
+    create(store, 0)  # the file is created and migrated (on a thread, the first time)
+    face, hops = AsyncFromSync(store, offload=True), ThreadHops(monkeypatch)
+
+    async def writes() -> None:
+        await face.execute(Create(digest(1), meta(clock(), "ann"), {"x": b"1"}, LIFE))
+        assert await face.execute(Update(digest(1), LIFE, {"x": b"2"}))
+        assert await face.execute(Rotate(digest(1), digest(2), meta(clock(), "ann"), {"x": b"2"}, LIFE))
+        await face.execute(Delete(digest(2), "ann"))
+        await face.execute(RevokeAll("ann", LIFE))  # not a short write: a worker thread
+
+    asyncio.run(writes())
+    assert hops.count == 1
+    assert load(store, 1) is None and load(store, 2) is None
+    store.close()
+
+
+def test_a_write_that_meets_another_writer_waits_on_a_thread_and_is_done_once(
+    db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db, clock=clock)
+    create(store, 1, x=b"1")
+    face, hops = AsyncFromSync(store, offload=True), ThreadHops(monkeypatch)
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(WouldBlock):
+            store.execute_now(Update(digest(1), LIFE, {"x": b"2"}))
+        assert load(store, 1).data == {"x": b"1"}  # type: ignore[union-attr]  # nothing was written
+        threading.Timer(0.3, writer.execute, ("COMMIT",)).start()
+        rotated = asyncio.run(face.execute(Rotate(digest(1), digest(2), meta(clock()), {"x": b"2"}, LIFE)))
+        assert rotated is True and hops.count == 1  # a rotate that ran twice would say False
+        assert load(store, 1) is None and load(store, 2) is not None
+        with pytest.raises(WouldBlock):
+            store.execute_now(Load(digest(2), LIFE))  # only the short writes
     finally:
         writer.close()
         store.close()
