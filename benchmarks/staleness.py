@@ -1,7 +1,7 @@
 """How long a change made by one worker takes to reach another worker's client-side cache.
 
     python -m benchmarks.staleness            # 300 writes and 300 revokes, about 20 s
-    python -m benchmarks.staleness --quick
+    python -m benchmarks.staleness --quick    # 30 of each
 
 Two processes on one private redis-server, each with ``client_cache`` on: the writer (pinned
 to CPU 0, with the redis-server) changes a session and notes when Redis's reply reached it; the
@@ -116,6 +116,7 @@ def measure(url: str, changes: int) -> dict[str, Any]:
         }
 
     return {
+        "benchmark": "staleness",
         "window": {kind: summary(values) for kind, values in windows.items()},
         "reader": {"hit_us_median": round(reader_figures["hit_us_median"], 2), "cache": reader_figures["stats"]},
         "writer_cpu": machine.SERVER_CPU,
@@ -142,12 +143,15 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.staleness", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="60 changes instead of 600")
+    parser.add_argument("--changes", type=int, default=0, help="this many changes (half writes, half revokes)")
+    parser.add_argument("--no-json", action="store_true", help="print only; keep the committed results")
     args = parser.parse_args(argv)
     machine.pin(machine.SERVER_CPU)
     with PrivateRedis() as server:
-        results = measure(server.url, 60 if args.quick else 600)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        results = measure(server.url, args.changes or (60 if args.quick else 600))
+    if not args.no_json:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
     return 0
 

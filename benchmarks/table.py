@@ -1,6 +1,6 @@
 """Markdown tables for the READMEs, from the JSON of ``benchmarks.run`` and ``benchmarks.scale``.
 
-python -m benchmarks.table [benchmarks/results/run-latest.json] [benchmarks/results/scale-latest.json]
+python -m benchmarks.table [benchmarks/results/run-latest.json] [scale-latest.json] [staleness-latest.json]
 """
 
 from __future__ import annotations
@@ -141,12 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = [Path(a) for a in (argv if argv is not None else sys.argv[1:])] or [
         RESULTS / "run-latest.json",
         RESULTS / "scale-latest.json",
+        RESULTS / "staleness-latest.json",
     ]
     for path in paths:
         if not path.exists():
             continue
         results = json.loads(path.read_text())
-        print(run_tables(results) if results.get("benchmark") == "run" else scale_tables(results))
+        kind = results.get("benchmark")
+        if kind == "staleness":
+            from .staleness import render
+
+            print(render(results))
+        else:
+            print(run_tables(results) if kind == "run" else scale_tables(results))
         print()
     return 0
 

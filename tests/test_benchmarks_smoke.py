@@ -31,3 +31,8 @@ def test_scale() -> None:
     args = ("--quick", "--max", "1000", "--max-user", "10", "--ops", "20", "--reps", "1", "--no-json")
     out = _run("benchmarks.scale", *args)
     assert "SessionsOf" in out
+
+
+def test_staleness() -> None:
+    out = _run("benchmarks.staleness", "--changes", "6", "--no-json")
+    assert "revoke" in out and "cached read" in out
