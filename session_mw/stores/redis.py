@@ -412,7 +412,12 @@ class RedisPlans:
         client = connect(target, asyncio=cls.asynchronous, connect_timeout=connect_timeout, timeout=timeout)
         cache = None
         if client_cache:
-            connector = tracking_connector(target, connect_timeout=connect_timeout)
+            pool = getattr(client, "connection_pool", None)  # Sentinel: where the data path sends writes
+
+            def primary() -> Any:
+                return getattr(pool, "master_address", None)
+
+            connector = tracking_connector(target, connect_timeout=connect_timeout, primary=primary)
             cache = RecordCache(connector, f"{prefix}s:", size=client_cache_size)
         return cls(
             client,
@@ -500,16 +505,17 @@ class RedisPlans:
         cache = self.cache
         if cache is None:
             return (yield from self._read(op, now))
-        copy, ticket = cache.lookup(op.key)
+        copy = cache.lookup(op.key)
         if copy is not None:
             meta = copy.meta
             if meta.last_seen + op.lifetime.touch_interval > now and op.lifetime.alive(meta, now):
                 return copy
+        ticket = cache.begin(op.key)
         record = None
         try:
             record = yield from self._read(op, now)
         finally:
-            cache.keep(op.key, ticket, None if record is None or record.meta.retired_until else record)
+            cache.keep(ticket, None if record is None or record.meta.retired_until else record)
         return record
 
     def _read(self, op: base.Load, now: float) -> Plan[Record | None]:

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,9 @@ HEARTBEAT = 0.1
 MAX_SILENCE = 0.25
 #: Seconds between attempts to connect while tracking is down.
 RECONNECT_DELAY = 1.0
+#: A worker that served no request for this long lets its tracking go (Redis would buffer every
+#: change for it meanwhile) and tracks again when requests come back.
+IDLE_DROP = 60.0
 #: What ``read_response`` returns for an invalidation (its handler has applied it).
 _PUSHED = object()
 
@@ -48,6 +52,7 @@ class TrackingLink:
     sent_at: float | None = None  # a heartbeat in flight, sent then
     proven_at: float = 0.0  # every change Redis made before this moment has been read
     where: str = field(default="", repr=False)
+    sock: Any = field(default=None, repr=False)  # the socket tracking was turned on for
 
 
 #: Builds the links to every primary of the deployment (blocking; run on a thread), tracking
@@ -55,12 +60,24 @@ class TrackingLink:
 Connector = Callable[[bytes, Callable[[Any], Any]], Sequence[TrackingLink]]
 
 
+class Ticket:
+    """One read from Redis under way: its reply is kept only if nothing changed its key meanwhile."""
+
+    __slots__ = ("digest", "dirty", "generation")
+
+    def __init__(self, digest: str, generation: int) -> None:
+        self.digest = digest
+        self.generation = generation
+        self.dirty = False
+
+
 class RecordCache:
     """This worker's copies of session records, by digest, and the tracking that keeps them true.
 
-    ``lookup`` before a read, ``keep`` after it (always, with the record read or None), ``forget``
-    around a write. A read in flight when its key changes is not kept: its reply may predate the
-    change. Thread-safe (a WSGI worker may have threads); asyncio never waits here.
+    ``lookup`` first; for a read from Redis, ``begin`` before it and ``keep`` after it (always,
+    with the record read or None); ``forget`` around a write. A read in flight when its key
+    changes is not kept: its reply may predate the change. Thread-safe (a WSGI worker may have
+    threads); asyncio never waits here.
     """
 
     def __init__(
@@ -78,8 +95,8 @@ class RecordCache:
         self._clock = clock
         self._lock = threading.RLock()  # an invalidation handler runs inside the pump, under it
         self._entries: dict[str, Record] = {}
-        self._in_flight: dict[str, int] = {}
-        self._dirty: set[str] = set()
+        self._in_flight: dict[str, set[Ticket]] = {}  # the reads of each key under way
+        self._usable = False  # what the last pump found
         self._generation = 0  # a new one at every flush: reads begun before it are not kept
         self._links: list[TrackingLink] = []
         self._fresh: list[TrackingLink] | None = None  # links a connecting thread has ready
@@ -88,47 +105,51 @@ class RecordCache:
         self._pid = os.getpid()
         self._orphans: list[TrackingLink] = []  # a forked parent's links: never read, never closed here
         self._closed = False
+        self._last_pump = clock()
+        _caches.add(self)
         #: counts, for benchmarks and tests: hits, misses, invalidations, flushes
         self.stats = {"hits": 0, "misses": 0, "invalidated": 0, "flushes": 0}
 
     # -- the store's calls ---------------------------------------------------------------
 
-    def lookup(self, digest: str) -> tuple[Record | None, int]:
-        """The copy of ``digest`` (or None) and a ticket for ``keep``; -1 when tracking is down."""
+    def lookup(self, digest: str) -> Record | None:
+        """The copy of ``digest``, or None (none kept, or tracking is down)."""
         with self._lock:
-            if not self._pump():
-                self.stats["misses"] += 1
-                return None, -1
-            record = self._entries.get(digest)
-            if record is not None:
-                self.stats["hits"] += 1
-                return record, self._generation
-            self.stats["misses"] += 1
-            self._in_flight[digest] = self._in_flight.get(digest, 0) + 1
-            return None, self._generation
+            self._usable = self._pump()
+            record = self._entries.get(digest) if self._usable else None
+            self.stats["hits" if record is not None else "misses"] += 1
+            return record
 
-    def keep(self, digest: str, ticket: int, record: Record | None) -> None:
-        """After a read that ``lookup`` gave ``ticket``: keep ``record`` unless its key changed meanwhile."""
-        if ticket < 0:
+    def begin(self, digest: str) -> Ticket | None:
+        """Right after ``lookup``, before a read of ``digest`` from Redis: its ticket for ``keep``
+        (None when tracking is down: nothing read now may be kept)."""
+        with self._lock:
+            if not self._usable:
+                return None
+            ticket = Ticket(digest, self._generation)
+            self._in_flight.setdefault(digest, set()).add(ticket)
+            return ticket
+
+    def keep(self, ticket: Ticket | None, record: Record | None) -> None:
+        """After the read ``ticket`` was given for: keep ``record`` unless its key changed (or the
+        cache was flushed) since the read began."""
+        if ticket is None:
             return
         with self._lock:
-            if record is not None and ticket == self._generation and digest in self._in_flight:
-                self._pump()  # apply what arrived during the read while it still counts as in flight
-            count = self._in_flight.get(digest)
-            if count is None:
+            reads = self._in_flight.get(ticket.digest)
+            if reads is None or ticket not in reads:
                 return  # a flush came in between
-            dirty = digest in self._dirty
-            if count <= 1:
-                del self._in_flight[digest]
-                self._dirty.discard(digest)
-            else:
-                self._in_flight[digest] = count - 1
-            if record is None or dirty or ticket != self._generation:
+            if record is not None and not ticket.dirty and ticket.generation == self._generation:
+                self._pump()  # apply what arrived during the read while the read is still registered
+            reads.discard(ticket)
+            if not reads:
+                self._in_flight.pop(ticket.digest, None)
+            if record is None or ticket.dirty or ticket.generation != self._generation:
                 return
             entries = self._entries
-            if len(entries) >= self.size and digest not in entries:
+            if len(entries) >= self.size and ticket.digest not in entries:
                 del entries[next(iter(entries))]  # the oldest copy kept
-            entries[digest] = record
+            entries[ticket.digest] = record
 
     def forget(self, digest: str) -> None:
         """This worker changes ``digest``: drop its copy now, before Redis says so."""
@@ -165,6 +186,11 @@ class RecordCache:
             self._links, self._fresh, self._connecting, self._pid = [], None, False, os.getpid()
             self._flush()
         now = self._clock()
+        idle, self._last_pump = now - self._last_pump, now
+        if idle > IDLE_DROP and self._links:
+            log.info("session cache: idle for %.0f s, tracking again from now", idle)
+            self._drop_links()
+            self._flush()
         fresh = self._fresh
         if fresh is not None:
             self._fresh = None
@@ -179,6 +205,8 @@ class RecordCache:
             oldest = now
             for link in links:
                 conn = link.conn
+                if conn._sock is not link.sock:  # redis-py reconnected it: tracking is off there
+                    raise _Broken(f"the tracking connection to {link.where} was reopened without tracking")
                 while conn.can_read(timeout=0):
                     reply = conn.read_response(push_request=True)
                     if reply is _PUSHED:
@@ -215,15 +243,14 @@ class RecordCache:
     def _invalidate(self, digest: str) -> None:
         self.stats["invalidated"] += 1
         self._entries.pop(digest, None)
-        if digest in self._in_flight:
-            self._dirty.add(digest)
+        for ticket in self._in_flight.get(digest, ()):
+            ticket.dirty = True  # its reply may predate this change
 
     def _flush(self) -> None:
         self.stats["flushes"] += 1
         self._generation += 1
         self._entries.clear()
         self._in_flight.clear()
-        self._dirty.clear()
 
     def _lose(self, reason: str) -> None:
         log.warning("session cache bypassed until Redis tracking is back: %s", reason)
@@ -263,6 +290,21 @@ class RecordCache:
                     link.conn.disconnect()
                 return
             self._fresh = links
+
+
+#: Every cache of this process: a fork's child gets fresh locks (the parent's may be held by a
+#: connecting thread that the child does not have).
+_caches: weakref.WeakSet[RecordCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_caches):
+        cache._lock = threading.RLock()
+        cache._connecting = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Broken(Exception):

@@ -224,46 +224,60 @@ class LazyCluster:
 _TRACKING_READ_TIMEOUT = 0.1
 
 
-def tracking_connector(target: RedisTarget, *, connect_timeout: float) -> Any:
+def tracking_connector(target: RedisTarget, *, connect_timeout: float, primary: Callable[[], Any] | None = None) -> Any:
     """A ``redis_cache.Connector`` for ``target``: a RESP3 connection with broadcast tracking on
-    to each primary (the one node; the primary Sentinel names; every Cluster primary), each with
-    a heartbeat that fails once it no longer leads to a primary of the same deployment."""
+    to each primary (the one node; the primary Sentinel names; every Cluster primary, those
+    without slots too), each with a heartbeat that fails once it no longer leads to a primary of
+    the same deployment. ``primary`` (Sentinel) is the data path's view of the primary's address:
+    a link to any other node is not trusted (a primary cut off and replaced)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
     from redis.sentinel import Sentinel
 
     from .redis_cache import TrackingLink
 
-    bounds = {"socket_connect_timeout": connect_timeout, "socket_timeout": _TRACKING_READ_TIMEOUT, "protocol": 3}
-
-    def node_options() -> dict[str, Any]:
-        options: dict[str, Any] = {**bounds, "username": target.username, "password": target.password}
-        if target.tls:
-            options.update(dict(target.tls_options))
-        return options
+    def forced() -> dict[str, Any]:
+        # whatever the URL says: RESP3 (pushes), no health checks or retries that would reconnect
+        # behind our back without tracking, a short read bound for a message already begun
+        return {
+            "protocol": 3,
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": _TRACKING_READ_TIMEOUT,
+            "health_check_interval": 0,
+            "retry_on_timeout": False,
+            "retry": Retry(NoBackoff(), 0),
+        }
 
     def direct(host: str, port: int, db: int = 0) -> Any:
+        options: dict[str, Any] = {"username": target.username, "password": target.password, **forced()}
+        if target.tls:
+            options.update(dict(target.tls_options))
         connection_class: Any = redis.SSLConnection if target.tls else redis.Connection
-        return connection_class(host=host, port=port, db=db, **node_options())
+        return connection_class(host=host, port=port, db=db, **options)
 
-    def track(conn: Any, prefix: bytes, on_invalidation: Callable[[Any], Any]) -> None:
+    def track(conn: Any, prefix: bytes, on_invalidation: Callable[[Any], Any], link: TrackingLink) -> TrackingLink:
         conn.connect()
         parser = conn._parser  # redis-py's own hook for invalidations (its client-side cache uses it)
         if not hasattr(parser, "set_invalidation_push_handler"):
             raise ConfigError("client_cache needs redis-py 5.1 or later")
+        if getattr(parser, "_hiredis_PushNotificationType", True) is None:
+            raise ConfigError("client_cache needs hiredis 3.2 or later (or no hiredis): this one hides push messages")
         parser.set_invalidation_push_handler(on_invalidation)
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
         if conn.read_response() not in (b"OK", "OK"):
             raise redis.ConnectionError("CLIENT TRACKING was refused")
+        link.sock = conn._sock  # another socket later: redis-py reconnected, without tracking
+        return link
 
     def is_primary(reply: Any) -> bool:
         return isinstance(reply, list) and bool(reply) and reply[0] in (b"master", "master")
 
     def connector(prefix: bytes, on_invalidation: Callable[[Any], Any]) -> list[TrackingLink]:
         if target.mode == "node":
-            pool = redis.ConnectionPool.from_url(target.url, **bounds)
-            conn = pool.make_connection()
-            track(conn, prefix, on_invalidation)
-            return [TrackingLink(conn, ("ROLE",), is_primary, where="the node")]
+            pool = redis.ConnectionPool.from_url(target.url)
+            conn = pool.connection_class(**{**pool.connection_kwargs, **forced()})
+            return [track(conn, prefix, on_invalidation, TrackingLink(conn, ("ROLE",), is_primary, where="the node"))]
         if target.mode == "sentinel":
             sentinel_kwargs: dict[str, Any] = {
                 "socket_connect_timeout": connect_timeout,
@@ -275,20 +289,26 @@ def tracking_connector(target: RedisTarget, *, connect_timeout: float) -> Any:
                 sentinel_kwargs.update(username=target.sentinel_username, password=target.sentinel_password)
             sentinel: Any = Sentinel  # untyped in redis-py
             host, port = sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs).discover_master(target.service)
+            address = (host, int(port))
+
+            def still_primary(reply: Any) -> bool:
+                seen = primary() if primary is not None else None
+                return is_primary(reply) and (seen is None or (seen[0], int(seen[1])) == address)
+
             conn = direct(host, port, target.db)
-            track(conn, prefix, on_invalidation)
-            return [TrackingLink(conn, ("ROLE",), is_primary, where=f"the primary of {target.service!r}")]
+            link = TrackingLink(conn, ("ROLE",), still_primary, where=f"the primary of {target.service!r}")
+            return [track(conn, prefix, on_invalidation, link)]
         primaries = _cluster_primaries(target, direct)
 
-        def same_cluster(reply: Any) -> bool:  # the same primaries, each still serving slots
-            return _slot_primaries(reply) == primaries
+        def same_cluster(reply: Any) -> bool:  # the same primaries, none added or gone
+            return _node_primaries(reply) == primaries
 
-        links = []
+        links: list[TrackingLink] = []
         try:
             for host, port in sorted(primaries):
                 conn = direct(host, port)
-                links.append(TrackingLink(conn, ("CLUSTER", "SLOTS"), same_cluster, where=f"{host}:{port}"))
-                track(conn, prefix, on_invalidation)
+                links.append(TrackingLink(conn, ("CLUSTER", "NODES"), same_cluster, where=f"{host}:{port}"))
+                track(conn, prefix, on_invalidation, links[-1])
         except BaseException:
             for link in links:
                 link.conn.disconnect()
@@ -299,15 +319,17 @@ def tracking_connector(target: RedisTarget, *, connect_timeout: float) -> Any:
 
 
 def _cluster_primaries(target: RedisTarget, direct: Callable[[str, int], Any]) -> frozenset[tuple[str, int]]:
-    """The primaries serving slots, as the first startup node that answers says."""
+    """Every primary of the Cluster, with or without slots (a resharding moves slots to new ones),
+    as the first startup node that answers says."""
     import redis
 
     failure: Exception = redis.ConnectionError("no Cluster node answered")
     for host, port in target.hosts:
         conn = direct(host, port)
         try:
-            conn.send_command("CLUSTER", "SLOTS")
-            primaries = _slot_primaries(conn.read_response())
+            conn.connect()
+            conn.send_command("CLUSTER", "NODES")
+            primaries = _node_primaries(conn.read_response())
             if primaries:
                 return primaries
         except (redis.RedisError, OSError) as exc:
@@ -317,12 +339,19 @@ def _cluster_primaries(target: RedisTarget, direct: Callable[[str, int], Any]) -
     raise failure
 
 
-def _slot_primaries(reply: Any) -> frozenset[tuple[str, int]]:
-    """The (host, port) of each primary in a ``CLUSTER SLOTS`` reply."""
+def _node_primaries(reply: Any) -> frozenset[tuple[str, int]]:
+    """The (host, port) of each primary a ``CLUSTER NODES`` reply lists that has not failed."""
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
     out = set()
-    if isinstance(reply, list):
-        for entry in reply:
-            if isinstance(entry, list) and len(entry) >= 3 and isinstance(entry[2], list) and len(entry[2]) >= 2:
-                host = entry[2][0]
-                out.add((host.decode() if isinstance(host, bytes) else str(host), int(entry[2][1])))
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        flags = set(fields[2].split(","))
+        if "master" not in flags or flags & {"fail", "handshake", "noaddr"}:
+            continue
+        address = fields[1].split("@", 1)[0].split(",", 1)[0]
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit():
+            out.add((host.strip("[]"), int(port)))
     return frozenset(out)

@@ -252,16 +252,68 @@ def test_a_read_in_flight_when_its_key_changes_is_not_kept(
     key = born(a, clock)
     cache = a.cache
     assert cache is not None
-    copy, ticket = cache.lookup(key)
-    assert copy is None and ticket >= 0
+    assert cache.lookup(key) is None
+    ticket = cache.begin(key)
+    assert ticket is not None
     stale = b.execute(Load(key, LIFE))
     assert b.execute(Update(key, LIFE, {"cart": b"[3]"}))
     deadline = time.monotonic() + 2
     while cache.stats["invalidated"] == 0 and time.monotonic() < deadline:
         cache.tracking  # reads the tracking connection
-    cache.keep(key, ticket, stale)
+    cache.keep(ticket, stale)
     seen = a.execute(Load(key, LIFE))
     assert seen is not None and seen.data == {"cart": b"[3]"}
+
+
+def _until_invalidated(cache: RecordCache) -> None:
+    before, deadline = cache.stats["invalidated"], time.monotonic() + 2
+    while cache.stats["invalidated"] == before:
+        assert time.monotonic() < deadline, "no invalidation came"
+        assert cache.tracking  # reads the tracking connection
+
+
+def test_a_read_begun_before_a_logout_is_not_kept_though_another_read_began_after_it(
+    workers: tuple[RedisStore, RedisStore], clock: FakeClock
+) -> None:
+    """One read falls through a copy whose touch is due, the other worker logs out, a second read
+    of the same key begins; the first read's reply (from before the logout) must not be kept."""
+    a, b = workers
+    key = born(a, clock)
+    warm(a, key)
+    cache = a.cache
+    assert cache is not None
+    assert cache.lookup(key) is not None
+    first = cache.begin(key)
+    stale = b.execute(Load(key, LIFE))  # the reply the first read will bring
+    b.execute(Delete(key, "alice"))
+    _until_invalidated(cache)
+    assert cache.lookup(key) is None
+    second = cache.begin(key)
+    cache.keep(first, stale)
+    cache.keep(second, None)
+    assert a.execute(Load(key, LIFE)) is None
+
+
+def test_a_read_begun_before_a_flush_is_not_kept_though_another_began_after_it(
+    redis_server: RedisServer, key_prefix: str, clock: FakeClock
+) -> None:
+    a = cached_store(redis_server.url, key_prefix, clock)
+    cache = a.cache
+    assert cache is not None
+    key = born(a, clock)
+    cache.lookup(key)
+    first = cache.begin(key)
+    stale = a.execute(Load(key, LIFE))
+    redis.Redis.from_url(redis_server.url).flushall()
+    deadline = time.monotonic() + 2
+    while cache.stats["flushes"] < 2:
+        assert time.monotonic() < deadline
+        cache.lookup(key)
+    second = cache.begin(key)
+    cache.keep(first, stale)
+    cache.keep(second, None)
+    assert a.execute(Load(key, LIFE)) is None
+    a.execute(Close())
 
 
 def test_client_cache_needs_a_redis_store() -> None:
@@ -281,6 +333,7 @@ class QuietConnection:
         self.replies: list[Any] = []
         self.sent: list[tuple[Any, ...]] = []
         self.closed = False
+        self._sock = object()
 
     def can_read(self, timeout: float = 0) -> bool:
         return bool(self.replies)
@@ -297,10 +350,12 @@ class QuietConnection:
 
 def _cache_on(conn: QuietConnection, now: list[float]) -> RecordCache:
     def connector(prefix: bytes, on_invalidation: Callable[[Any], Any]) -> list[TrackingLink]:
-        return [TrackingLink(conn, ("ROLE",), lambda reply: reply == ["master"], where="the node")]
+        link = TrackingLink(conn, ("ROLE",), lambda reply: reply == ["master"], where="the node")
+        link.sock = conn._sock
+        return [link]
 
     cache = RecordCache(connector, "p:s:", clock=lambda: now[0])
-    cache.lookup("x")
+    assert cache.lookup("x") is None and cache.begin("x") is None  # tracking is not up yet
     deadline = time.monotonic() + 5
     while cache._fresh is None:  # the connecting thread
         assert time.monotonic() < deadline
@@ -312,32 +367,33 @@ def test_a_tracking_connection_that_falls_silent_stops_the_copies() -> None:
     conn, now = QuietConnection(), [100.0]
     cache = _cache_on(conn, now)
     record = Record({}, meta(100.0))
-    _, ticket = cache.lookup("x")
-    assert ticket >= 0
-    cache.keep("x", ticket, record)
-    assert cache.lookup("x")[0] is record
+    assert cache.lookup("x") is None
+    ticket = cache.begin("x")
+    assert ticket is not None
+    cache.keep(ticket, record)
+    assert cache.lookup("x") is record
     now[0] += redis_cache.HEARTBEAT + 0.001
     cache.lookup("x")  # sends a heartbeat
     assert conn.sent == [("ROLE",)]
     conn.replies.append(["master"])
     now[0] += 0.01
-    assert cache.lookup("x")[0] is record  # answered: proven up to when it was sent
+    assert cache.lookup("x") is record  # answered: proven up to when it was sent
     now[0] += redis_cache.HEARTBEAT + 0.001
     cache.lookup("x")  # the next heartbeat, never answered
     now[0] += redis_cache.MAX_SILENCE + 0.01
-    assert cache.lookup("x") == (None, -1)
+    assert cache.lookup("x") is None and cache.begin("x") is None
     assert conn.closed and cache._entries == {}
 
 
 def test_a_tracking_connection_that_now_leads_to_a_replica_stops_the_copies() -> None:
     conn, now = QuietConnection(), [100.0]
     cache = _cache_on(conn, now)
-    _, ticket = cache.lookup("x")
-    cache.keep("x", ticket, Record({}, meta(100.0)))
+    cache.lookup("x")
+    cache.keep(cache.begin("x"), Record({}, meta(100.0)))
     now[0] += redis_cache.HEARTBEAT + 0.001
     cache.lookup("x")
     conn.replies.append(["slave"])
-    assert cache.lookup("x") == (None, -1)
+    assert cache.lookup("x") is None and cache.begin("x") is None
     assert conn.closed and cache._entries == {}
 
 
@@ -389,3 +445,53 @@ def test_a_write_or_revoke_in_one_process_is_seen_by_the_next_read_in_another(re
             worker.kill()
             worker.join(10)
         store.execute(Close())
+
+
+def test_url_options_cannot_turn_tracking_off(redis_url: str, key_prefix: str, clock: FakeClock) -> None:
+    """RESP2 would get no pushes, and a health check would reconnect without tracking."""
+    a = cached_store(f"{redis_url}?protocol=2&health_check_interval=1&retry_on_timeout=true", key_prefix, clock)
+    key = born(a, clock)
+    warm(a, key)
+    redis.Redis.from_url(redis_url).hset(a.session_key(key), "k:cart", b"[8]")
+    seen = a.execute(Load(key, LIFE))
+    assert seen is not None and seen.data == {"cart": b"[8]"}
+    a.execute(Close())
+
+
+def test_a_tracking_connection_reopened_behind_our_back_is_not_trusted(
+    redis_url: str, key_prefix: str, clock: FakeClock
+) -> None:
+    a = cached_store(redis_url, key_prefix, clock)
+    key = born(a, clock)
+    warm(a, key)
+    assert a.cache is not None
+    [link] = a.cache._links
+    link.conn.disconnect()
+    link.conn.connect()  # as a retry inside redis-py would: a new socket, no tracking on it
+    redis.Redis.from_url(redis_url).hset(a.session_key(key), "k:cart", b"[9]")
+    seen = a.execute(Load(key, LIFE))
+    assert seen is not None and seen.data == {"cart": b"[9]"}
+    a.execute(Close())
+
+
+def test_an_idle_worker_lets_tracking_go_and_serves_nothing_from_before() -> None:
+    conn, now = QuietConnection(), [100.0]
+    cache = _cache_on(conn, now)
+    cache.lookup("x")
+    cache.keep(cache.begin("x"), Record({}, meta(100.0)))
+    now[0] += redis_cache.IDLE_DROP + 1
+    assert cache.lookup("x") is None
+    assert conn.closed and cache._entries == {}
+
+
+def test_cluster_primaries_are_read_from_cluster_nodes_with_or_without_slots() -> None:
+    from session_mw.stores.redis_target import _node_primaries
+
+    nodes = (
+        b"a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-8191\n"
+        b"b2 127.0.0.1:7002@17002,host-b master - 0 0 2 connected 8192-16383\n"
+        b"c3 127.0.0.1:7003@17003 master - 0 0 3 connected\n"
+        b"d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected\n"
+        b"e5 127.0.0.1:7005@17005 master,fail - 0 0 5 disconnected\n"
+    )
+    assert _node_primaries(nodes) == {("127.0.0.1", 7001), ("127.0.0.1", 7002), ("127.0.0.1", 7003)}
