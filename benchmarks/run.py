@@ -439,11 +439,17 @@ def render(results: dict[str, Any]) -> str:
 
 
 def profile(cases: Sequence[Case], folder: Path, seconds: float, html: bool) -> dict[str, Any]:
-    """pyinstrument of ours+redis on untouched, read and write (and login), both frameworks."""
+    """pyinstrument of ours+redis on untouched, read, write, login and logout, both frameworks;
+    the cached Redis store and SQLite on write (the targets not met)."""
     from . import _profiles
 
-    wanted = {"untouched", "read", "write", "login"}
-    picked = [c for c in cases if c.scenario in wanted and c.contender.endswith("ours+redis")]
+    wanted = {"untouched", "read", "write", "login", "logout"}
+    picked = [
+        c
+        for c in cases
+        if (c.scenario in wanted and c.contender.endswith("ours+redis"))
+        or (c.scenario == "write" and c.contender.endswith(("ours+redis-cached", "ours+sqlite")))
+    ]
     return _profiles.profile_cases(picked, folder, seconds, html)
 
 
