@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import threading
 import time
 import weakref
@@ -53,6 +54,14 @@ class TrackingLink:
     proven_at: float = 0.0  # every change Redis made before this moment has been read
     where: str = field(default="", repr=False)
     sock: Any = field(default=None, repr=False)  # the socket tracking was turned on for
+    poller: Any = field(default=None, repr=False)  # select.poll() of that socket
+
+    def watch(self) -> TrackingLink:
+        """Tracking is on for the connection's socket now: remember it, and poll it from here on."""
+        self.sock = self.conn._sock
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN | select.POLLPRI)
+        return self
 
 
 #: Builds the links to every primary of the deployment (blocking; run on a thread), tracking
@@ -181,10 +190,8 @@ class RecordCache:
 
     def _pump(self) -> bool:
         """Read every tracking connection without blocking; True if copies may be served."""
-        if self._pid != os.getpid():  # a forked worker: its parent's sockets are not its own
-            self._orphans.extend(self._links)
-            self._links, self._fresh, self._connecting, self._pid = [], None, False, os.getpid()
-            self._flush()
+        if not _FORK_HOOK and self._pid != os.getpid():  # a forked worker (os.getpid is a syscall)
+            self._forked()
         now = self._clock()
         idle, self._last_pump = now - self._last_pump, now
         if idle > IDLE_DROP and self._links:
@@ -207,13 +214,16 @@ class RecordCache:
                 conn = link.conn
                 if conn._sock is not link.sock:  # redis-py reconnected it: tracking is off there
                     raise _Broken(f"the tracking connection to {link.where} was reopened without tracking")
-                while conn.can_read(timeout=0):
-                    reply = conn.read_response(push_request=True)
-                    if reply is _PUSHED:
-                        continue
-                    if link.sent_at is None or not link.healthy(reply):
-                        raise _Broken(f"the tracking connection to {link.where} no longer leads to a primary")
-                    link.proven_at, link.sent_at = link.sent_at, None
+                # one poll(2) says whether anything came since the last pump, which read all: the
+                # parser's buffer too (one recv may bring several messages), so loop on can_read
+                if link.poller.poll(0):
+                    while conn.can_read(timeout=0):
+                        reply = conn.read_response(push_request=True)
+                        if reply is _PUSHED:
+                            continue
+                        if link.sent_at is None or not link.healthy(reply):
+                            raise _Broken(f"the tracking connection to {link.where} no longer leads to a primary")
+                        link.proven_at, link.sent_at = link.sent_at, None
                 if link.sent_at is None:
                     if now - link.proven_at >= HEARTBEAT:
                         conn.send_command(*link.heartbeat)
@@ -225,6 +235,12 @@ class RecordCache:
             self._lose(str(exc) if isinstance(exc, _Broken) else f"{type(exc).__name__} on a tracking connection")
             return False
         return now - oldest <= MAX_SILENCE
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's sockets are not this process's to read, nor to close."""
+        self._orphans.extend(self._links)
+        self._links, self._fresh, self._connecting, self._pid = [], None, False, os.getpid()
+        self._flush()
 
     def _on_invalidation(self, push: Any) -> Any:
         """redis-py's handler for an ``invalidate`` push: its keys, or None for a flush."""
@@ -300,10 +316,11 @@ _caches: weakref.WeakSet[RecordCache] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for cache in list(_caches):
         cache._lock = threading.RLock()
-        cache._connecting = False
+        cache._forked()
 
 
-if hasattr(os, "register_at_fork"):
+_FORK_HOOK = hasattr(os, "register_at_fork")
+if _FORK_HOOK:
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 

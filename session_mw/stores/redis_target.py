@@ -267,8 +267,7 @@ def tracking_connector(target: RedisTarget, *, connect_timeout: float, primary: 
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", prefix)
         if conn.read_response() not in (b"OK", "OK"):
             raise redis.ConnectionError("CLIENT TRACKING was refused")
-        link.sock = conn._sock  # another socket later: redis-py reconnected, without tracking
-        return link
+        return link.watch()  # another socket later: redis-py reconnected, without tracking
 
     def is_primary(reply: Any) -> bool:
         return isinstance(reply, list) and bool(reply) and reply[0] in (b"master", "master")

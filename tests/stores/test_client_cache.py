@@ -338,6 +338,9 @@ class QuietConnection:
     def can_read(self, timeout: float = 0) -> bool:
         return bool(self.replies)
 
+    def poll(self, timeout: float = 0) -> bool:  # stands in for the link's poll(2) as well
+        return bool(self.replies)
+
     def read_response(self, push_request: bool = False) -> Any:
         return self.replies.pop(0)
 
@@ -351,7 +354,7 @@ class QuietConnection:
 def _cache_on(conn: QuietConnection, now: list[float]) -> RecordCache:
     def connector(prefix: bytes, on_invalidation: Callable[[Any], Any]) -> list[TrackingLink]:
         link = TrackingLink(conn, ("ROLE",), lambda reply: reply == ["master"], where="the node")
-        link.sock = conn._sock
+        link.sock, link.poller = conn._sock, conn
         return [link]
 
     cache = RecordCache(connector, "p:s:", clock=lambda: now[0])
@@ -495,3 +498,21 @@ def test_cluster_primaries_are_read_from_cluster_nodes_with_or_without_slots() -
         b"e5 127.0.0.1:7005@17005 master,fail - 0 0 5 disconnected\n"
     )
     assert _node_primaries(nodes) == {("127.0.0.1", 7001), ("127.0.0.1", 7002), ("127.0.0.1", 7003)}
+
+
+def test_several_messages_read_at_once_are_all_applied(
+    workers: tuple[RedisStore, RedisStore], clock: FakeClock, deployment_url: str
+) -> None:
+    """Changes made one after the other reach the socket as separate messages, which one read may
+    bring in together: every one is applied before the next copy is served."""
+    a, _ = workers
+    keys = [born(a, clock, n) for n in (1, 2, 3)]
+    for key in keys:
+        warm(a, key)
+    raw = raw_client(deployment_url)
+    for key in keys:
+        raw.hset(a.session_key(key), "k:cart", b"[4]")  # three commands: three messages
+    time.sleep(0.05)
+    for key in reversed(keys):
+        seen = a.execute(Load(key, LIFE))
+        assert seen is not None and seen.data == {"cart": b"[4]"}
