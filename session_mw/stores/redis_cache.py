@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
 from .base import Record
 
 log = logging.getLogger("session_mw")
@@ -114,6 +115,7 @@ class RecordCache:
         self._pid = os.getpid()
         self._orphans: list[TrackingLink] = []  # a forked parent's links: never read, never closed here
         self._closed = False
+        self._failing = False  # the last connect attempt failed
         self._last_pump = clock()
         _caches.add(self)
         #: counts, for benchmarks and tests: hits, misses, invalidations, flushes
@@ -294,10 +296,17 @@ class RecordCache:
             links = list(self._connector(self._prefix, self._on_invalidation))
             for link in links:
                 link.proven_at = started  # tracking was on before anything is read through it
-        except Exception as exc:
-            log.warning("session cache: cannot track Redis changes yet (%s: %s)", type(exc).__name__, exc)
+        except ConfigError as exc:  # no retry can fix it: the cache stays off, the store works on
+            log.error("session cache off: %s", exc)
             with self._lock:
-                self._connecting = False
+                self._connecting, self._closed = False, True
+            return
+        except Exception as exc:
+            # said once per outage (then at debug level): this is retried every RECONNECT_DELAY
+            level = logging.DEBUG if self._failing else logging.WARNING
+            log.log(level, "session cache: cannot track Redis changes yet (%s: %s)", type(exc).__name__, exc)
+            with self._lock:
+                self._connecting, self._failing = False, True
             return
         with self._lock:
             self._connecting = False
@@ -305,7 +314,7 @@ class RecordCache:
                 for link in links:
                     link.conn.disconnect()
                 return
-            self._fresh = links
+            self._fresh, self._failing = links, False
 
 
 #: Every cache of this process: a fork's child gets fresh locks (the parent's may be held by a

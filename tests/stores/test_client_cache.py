@@ -516,3 +516,23 @@ def test_several_messages_read_at_once_are_all_applied(
     for key in reversed(keys):
         seen = a.execute(Load(key, LIFE))
         assert seen is not None and seen.data == {"cart": b"[4]"}
+
+
+def test_a_tracking_that_can_never_work_turns_the_cache_off_once(caplog: pytest.LogCaptureFixture) -> None:
+    attempts = []
+
+    def connector(prefix: bytes, on_invalidation: Callable[[Any], Any]) -> list[TrackingLink]:
+        attempts.append(1)
+        raise ConfigError("client_cache needs hiredis 3.2 or later")
+
+    now = [100.0]
+    cache = RecordCache(connector, "p:s:", clock=lambda: now[0])
+    cache.lookup("x")
+    deadline = time.monotonic() + 5
+    while cache._connecting and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for _ in range(3):
+        now[0] += redis_cache.RECONNECT_DELAY + 1
+        assert cache.lookup("x") is None and cache.begin("x") is None
+    assert attempts == [1]
+    assert caplog.text.count("session cache off") == 1
