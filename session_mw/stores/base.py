@@ -406,6 +406,13 @@ class AsyncStore(Protocol):
     async def execute(self, op: Op[R]) -> R: ...
 
 
+@runtime_checkable
+class InlineWriter(Protocol):
+    """A store with the ``INLINE_WRITES`` capability."""
+
+    def execute_now(self, op: Op[R]) -> R: ...
+
+
 class WouldBlock(Exception):
     """A ``Load(wait=False)`` (or an ``execute_now``) would have had to wait; nothing was done."""
 

@@ -309,7 +309,7 @@ class SQLiteStore(base.Dispatching):
             ) from None
         self._clock = clock
         self._busy_timeout = busy_timeout
-        self._now_only = _NowOnly()  # set on a thread inside execute_now
+        self._now_only = _NowOnly()  # set on a thread by _not_waiting
         self._gc_every = gc_every
         self._gc_interval = gc_interval
         self._gc_batch = gc_batch
@@ -394,7 +394,7 @@ class SQLiteStore(base.Dispatching):
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """A pooled connection, sqlite3 errors translated to ``StoreError``/``StoreUnavailable``;
-        under ``execute_now`` it never waits for a lock, and a lock held elsewhere is ``WouldBlock``."""
+        under ``_not_waiting`` it never waits for a lock, and a lock held elsewhere is ``WouldBlock``."""
         now_only = self._now_only.active
         try:
             conn = self._acquire()
@@ -408,11 +408,9 @@ class SQLiteStore(base.Dispatching):
                         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             finally:
                 self._release(conn)
-        except sqlite3.OperationalError as exc:
-            if now_only and _held_elsewhere(exc):  # rolled back: nothing was written
-                raise WouldBlock from None
-            raise StoreUnavailable(f"the SQLite session store at {self.path} is unavailable: {exc}") from None
         except sqlite3.Error as exc:
+            if now_only and isinstance(exc, sqlite3.OperationalError) and _held_elsewhere(exc):
+                raise WouldBlock from None  # the statement (or its transaction) wrote nothing
             # sqlite's messages ("database is locked", "disk I/O error") never carry bound values
             raise StoreUnavailable(f"the SQLite session store at {self.path} is unavailable: {exc}") from None
 
@@ -503,11 +501,17 @@ class SQLiteStore(base.Dispatching):
         with ``synchronous=NORMAL``), and only hops to a worker thread on ``WouldBlock``."""
         if not self._ready or type(op) not in base.INLINE_WRITES_OPS:
             raise WouldBlock
-        self._now_only.active = True
-        try:
+        with self._not_waiting():
             return self.execute(op)
+
+    @contextmanager
+    def _not_waiting(self) -> Iterator[None]:
+        """On this thread, until the block ends, no statement waits for a lock (``_connection``)."""
+        before, self._now_only.active = self._now_only.active, True
+        try:
+            yield
         finally:
-            self._now_only.active = False
+            self._now_only.active = before
 
     def on_check(self, op: base.Check) -> None:
         """Open (create or migrate) the file now, so a foreign or unwritable file fails at start-up."""
@@ -524,10 +528,13 @@ class SQLiteStore(base.Dispatching):
         face loads on the event loop and only hops to a worker thread when it would block (a
         due touch meeting another process's write, or a bad row to drop).
         """
-        if not op.wait and not self._ready:
+        if op.wait:
+            with self._connection() as conn:
+                return self._load(conn, op, wait=True)
+        if not self._ready:
             raise WouldBlock
-        with self._connection() as conn:
-            return self._load(conn, op, wait=op.wait)
+        with self._not_waiting(), self._connection() as conn:
+            return self._load(conn, op, wait=False)
 
     def _load(self, conn: sqlite3.Connection, op: base.Load, *, wait: bool) -> Record | None:
         key, lifetime = op.key, op.lifetime
@@ -560,16 +567,7 @@ class SQLiteStore(base.Dispatching):
             touched = dataclasses.replace(meta, last_seen=now)
             # a single UPDATE is atomic by itself; one of a session deleted meanwhile changes nothing
             params = (now, now + lifetime.ttl(touched, now), key, meta.last_seen)
-            if wait:
-                conn.execute(_TOUCH, params)
-            else:
-                conn.execute("PRAGMA busy_timeout = 0")
-                try:
-                    conn.execute(_TOUCH, params)
-                except sqlite3.OperationalError:
-                    raise WouldBlock from None
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute(_TOUCH, params)  # without waiting, a lock held elsewhere is WouldBlock
             meta = touched
         return Record(data, meta)
 

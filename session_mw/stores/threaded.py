@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import cast
 
-from .base import INLINE_LOADS, INLINE_WRITES, INLINE_WRITES_OPS, Load, Op, R, Store, WouldBlock
+from .base import INLINE_LOADS, INLINE_WRITES, INLINE_WRITES_OPS, InlineWriter, Load, Op, R, Store, WouldBlock
 
 
 class AsyncFromSync:
@@ -29,7 +29,8 @@ class AsyncFromSync:
         self.capabilities = store.capabilities
         self._offload = offload
         self._inline_loads = INLINE_LOADS in store.capabilities
-        self._inline_writes = INLINE_WRITES in store.capabilities
+        #: the store itself when it runs short writes without waiting (``INLINE_WRITES``)
+        self._inline_writer = store if INLINE_WRITES in store.capabilities and isinstance(store, InlineWriter) else None
 
     def __repr__(self) -> str:
         return f"AsyncFromSync({self.sync!r})"
@@ -42,9 +43,9 @@ class AsyncFromSync:
                 return cast(R, self.sync.execute(dataclasses.replace(op, wait=False)))
             except WouldBlock:
                 pass
-        elif self._inline_writes and isinstance(op, INLINE_WRITES_OPS):
+        elif self._inline_writer is not None and type(op) in INLINE_WRITES_OPS:
             try:
-                return cast(R, self.sync.execute_now(op))  # type: ignore[attr-defined]
+                return self._inline_writer.execute_now(op)
             except WouldBlock:
                 pass
         import anyio.to_thread
