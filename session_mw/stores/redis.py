@@ -312,6 +312,11 @@ def _meta_fields(meta: Meta) -> list[Any]:
     ]
 
 
+def _eval(pipe: Any, script: Script) -> None:
+    """``script`` into a pipeline, as EVAL: a pipeline cannot reload a script the server lacks."""
+    pipe.execute_command("EVAL", _SCRIPTS[script.name], len(script.keys), *script.keys, *script.args)
+
+
 def _fields(data: Mapping[str, bytes]) -> list[Any]:
     out: list[Any] = []
     for name, value in data.items():
@@ -440,7 +445,7 @@ class RedisPlans:
         if isinstance(call, Scripts):
             pipe = self.client.pipeline(transaction=False)
             for script in call.scripts:
-                pipe.execute_command("EVAL", _SCRIPTS[script.name], len(script.keys), *script.keys, *script.args)
+                _eval(pipe, script)
             return pipe.execute(raise_on_error=False)
         if call is DISCONNECT:
             return self._disconnect()
@@ -592,16 +597,19 @@ class RedisPlans:
         args += [len(op.delete), *("k:" + name for name in op.delete), *_fields(op.set), "_s", repr(now)]
         if op.remember is not None:
             args += ("_r", _flag(op.remember))
-        self._forget(op.key)
-        try:
-            return bool(int((yield Script("update", (self.session_key(op.key),), args))))
-        finally:
-            self._forget(op.key)
+        return bool(int((yield from self._changing(op.key, Script("update", (self.session_key(op.key),), args)))))
 
-    def _forget(self, digest: str) -> None:
-        """This process changes ``digest``: its copy goes now, before Redis's message does."""
-        if self.cache is not None:
-            self.cache.forget(digest)
+    def _changing(self, digest: str, call: Any) -> Plan[Any]:
+        """The round trip ``call``, which changes ``digest``: this process's copy of it goes before
+        and after (before Redis's message does), so no read in between keeps the old one."""
+        cache = self.cache
+        if cache is None:
+            return (yield call)
+        cache.forget(digest)
+        try:
+            return (yield call)
+        finally:
+            cache.forget(digest)
 
     def on_rotate(self, op: base.Rotate) -> Plan[bool]:
         """Three steps, each in its own slot, in two round trips: the new user's index names the
@@ -616,16 +624,14 @@ class RedisPlans:
         if op.grace > 0:
             take_args += (repr(now + op.grace), _RETIRED_FORMAT, repr(op.grace), op.key)
         take = Script("take", (self.session_key(op.old_key),), take_args)
-        self._forget(op.old_key)
         if op.meta.user_id is None:
-            taken = yield take
+            taken = yield from self._changing(op.old_key, take)
         else:
             index = self._index_script(op.meta.user_id, op.key, op.meta, op.lifetime, now)
-            indexed, taken = yield Scripts((index, take))
+            indexed, taken = yield from self._changing(op.old_key, Scripts((index, take)))
             for reply in (indexed, taken):
                 if isinstance(reply, Exception):
                     raise reply  # no birth: the new session would escape "log out everywhere"
-        self._forget(op.old_key)
         if not int(taken):
             if op.meta.user_id is not None:
                 yield from self._cleanup([("ZREM", self.user_key(op.meta.user_id), op.key)])
@@ -637,9 +643,9 @@ class RedisPlans:
 
     def on_delete(self, op: base.Delete) -> Plan[None]:
         now = self.clock()
-        self._forget(op.key)
-        yield Script("kill", (self.session_key(op.key),), self._kill_args(base.UNBOUNDED, now))
-        self._forget(op.key)
+        yield from self._changing(
+            op.key, Script("kill", (self.session_key(op.key),), self._kill_args(base.UNBOUNDED, now))
+        )
         if op.user_id is not None:
             yield from self._cleanup([("ZREM", self.user_key(op.user_id), op.key)])
 
@@ -725,10 +731,9 @@ class RedisPlans:
                 break
             now = self.clock()
             for digest in entries:
-                self._forget(digest)
-                if int((yield Script("kill", (self.session_key(digest),), self._kill_args(op.lifetime, now)))):
+                kill = Script("kill", (self.session_key(digest),), self._kill_args(op.lifetime, now))
+                if int((yield from self._changing(digest, kill))):
                     revoked.append(digest)
-                self._forget(digest)
             for start in range(0, len(entries), _INDEX_PAGE):  # pages: no one ZREM blocks Redis long
                 yield Commands([("ZREM", index, *entries[start : start + _INDEX_PAGE])])
         return revoked
@@ -765,7 +770,7 @@ class RedisPlans:
     def _durable(self, call: Durable) -> Any:
         script = call.script
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("EVAL", _SCRIPTS[script.name], len(script.keys), *script.keys, *script.args)
+        _eval(pipe, script)
         # a Cluster sends WAIT where the key lives, on the connection that wrote (commands go per node)
         route = getattr(self.client, "get_node_from_key", None)
         where = {} if route is None else {"target_nodes": route(script.keys[0])}

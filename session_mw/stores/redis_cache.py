@@ -73,12 +73,11 @@ Connector = Callable[[bytes, Callable[[Any], Any]], Sequence[TrackingLink]]
 class Ticket:
     """One read from Redis under way: its reply is kept only if nothing changed its key meanwhile."""
 
-    __slots__ = ("digest", "dirty", "generation")
+    __slots__ = ("digest", "dirty")
 
-    def __init__(self, digest: str, generation: int) -> None:
+    def __init__(self, digest: str) -> None:
         self.digest = digest
-        self.generation = generation
-        self.dirty = False
+        self.dirty = False  # its key changed, or the cache was flushed, since the read began
 
 
 class RecordCache:
@@ -107,7 +106,6 @@ class RecordCache:
         self._entries: dict[str, Record] = {}
         self._in_flight: dict[str, set[Ticket]] = {}  # the reads of each key under way
         self._usable = False  # what the last pump found
-        self._generation = 0  # a new one at every flush: reads begun before it are not kept
         self._links: list[TrackingLink] = []
         self._fresh: list[TrackingLink] | None = None  # links a connecting thread has ready
         self._connecting = False
@@ -137,7 +135,7 @@ class RecordCache:
         with self._lock:
             if not self._usable:
                 return None
-            ticket = Ticket(digest, self._generation)
+            ticket = Ticket(digest)
             self._in_flight.setdefault(digest, set()).add(ticket)
             return ticket
 
@@ -147,15 +145,14 @@ class RecordCache:
         if ticket is None:
             return
         with self._lock:
-            reads = self._in_flight.get(ticket.digest)
-            if reads is None or ticket not in reads:
-                return  # a flush came in between
-            if record is not None and not ticket.dirty and ticket.generation == self._generation:
+            if record is not None and not ticket.dirty:
                 self._pump()  # apply what arrived during the read while the read is still registered
-            reads.discard(ticket)
-            if not reads:
-                self._in_flight.pop(ticket.digest, None)
-            if record is None or ticket.dirty or ticket.generation != self._generation:
+            reads = self._in_flight.get(ticket.digest)
+            if reads is not None:
+                reads.discard(ticket)
+                if not reads:
+                    del self._in_flight[ticket.digest]
+            if record is None or ticket.dirty:
                 return
             entries = self._entries
             if len(entries) >= self.size and ticket.digest not in entries:
@@ -266,8 +263,10 @@ class RecordCache:
 
     def _flush(self) -> None:
         self.stats["flushes"] += 1
-        self._generation += 1
         self._entries.clear()
+        for reads in self._in_flight.values():
+            for ticket in reads:
+                ticket.dirty = True  # begun before the flush: its reply may be from before it too
         self._in_flight.clear()
 
     def _lose(self, reason: str) -> None:
